@@ -1,0 +1,29 @@
+# Two commands (README): `make book` builds the executed book, `make test` runs the parity suite.
+# Each creates .venv with the pinned, tested set-up (constraints) if it is missing.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+
+.PHONY: book test demo bench clean
+
+$(BIN)/.installed: pyproject.toml constraints
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints -e ".[test,book,bench]"
+	touch $@
+
+book: $(BIN)/.installed
+	$(BIN)/jupyter-book build book --all -W -n --keep-going
+	@echo "The book is at book/_build/html/index.html"
+
+test: $(BIN)/.installed
+	$(BIN)/pytest parity_tests
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m reference.demo
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.scan --quick
+
+clean:
+	rm -rf $(VENV) book/_build .hypothesis .pytest_cache

@@ -1,0 +1,263 @@
+"""Linear scans h_t = a_t ⊙ h_{t−1} + b_t, their associative forms, and their adjoint — SPEC §3.
+
+`scan_sequential` is the definition (STYLE 5). Every other method computes the same numbers:
+`scan_numba` (its @njit twin), `scan_hillis_steele` and `scan_blelloch` (associative scans over the
+named `combine` operator), `scan_chunked` (local scans in chunks plus a carried state). None divides
+by a cumulative product and none works in log space, so an underflowed product gives 0, never NaN.
+
+    elements  e_t = (a_t, b_t) meaning h ↦ a_t h + b_t
+    combine   e_i • e_j = (a_j a_i, a_j b_i + b_j)      (i earlier than j; associative, not commutative)
+    adjoint   λ_{L−1} = G_{L−1},  λ_t = G_t + conj(a_{t+1}) λ_{t+1}
+              ∂b_t = λ_t,  ∂a_t = λ_t conj(h_{t−1}),  ∂h0 = conj(a_0) λ_0   (torch's complex convention)
+
+Layout: b (b, L, S...) with time on `axis` (default 1), a broadcastable to b, h0 of b's shape without
+the time axis. Results are float64/complex128 (the reference precision).
+Upstream: mamba.py `pscan` (Blelloch on time-major data); S5 `apply_ssm` (associative scan).
+Glossary (SPEC §1): b batch, L length, N state channels.
+"""
+import numpy as np
+from numba import njit, prange
+
+SCAN_METHODS = ("sequential", "numba", "blelloch", "hillis_steele", "chunked")
+
+
+def combine(earlier, later):
+    """The associative operator on pairs (a, b): apply `earlier` first, then `later`."""
+    a_i, b_i = earlier
+    a_j, b_j = later
+    return a_j * a_i, a_j * b_i + b_j
+
+
+# ----------------------------------------------------------------------------- validation
+def _as_numeric(x, name):
+    x = np.asarray(x)
+    if x.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a real or complex numeric array; got dtype {x.dtype}")
+    return x
+
+
+def _prepare(a, b, h0, axis):
+    """Validate, promote to 64-bit and move time to axis 1. Returns (a, b, h0, axis) with a of b's ndim."""
+    a, b = _as_numeric(a, "a"), _as_numeric(b, "b")
+    if b.ndim < 2:
+        raise ValueError(f"b must have a batch and a time axis, e.g. (b, L, N); got shape {b.shape}")
+    if not -b.ndim <= axis < b.ndim or axis % b.ndim == 0:
+        raise ValueError(f"axis must name a time axis other than the batch axis 0 of b with shape {b.shape}; got {axis}")
+    axis = axis % b.ndim
+    if b.shape[axis] == 0:
+        raise ValueError(f"the scan needs L >= 1 time steps; got L = 0 (b shape {b.shape})")
+    dtype = np.result_type(a, b, np.float64) if h0 is None else np.result_type(a, b, _as_numeric(h0, "h0"), np.float64)
+    dtype = np.complex128 if dtype.kind == "c" else np.float64
+    if a.ndim > b.ndim:
+        raise ValueError(f"a with shape {a.shape} has more axes than b with shape {b.shape}")
+    a = a.reshape((1,) * (b.ndim - a.ndim) + a.shape)        # right-aligned, as numpy broadcasts
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"a with shape {a.shape} does not broadcast to b with shape {b.shape}") from None
+    if np.broadcast_shapes(a.shape, b.shape) != b.shape:
+        raise ValueError(f"a with shape {a.shape} must broadcast to b's shape {b.shape} without enlarging it")
+    a = np.moveaxis(a.astype(dtype, copy=False), axis, 1)
+    b = np.moveaxis(b.astype(dtype, copy=False), axis, 1)
+    if h0 is not None:
+        h0 = np.asarray(h0).astype(dtype, copy=False)
+        expected = b.shape[:1] + b.shape[2:]
+        if h0.shape != expected:
+            raise ValueError(f"h0 must have shape {expected} (b without its time axis); got {h0.shape}")
+    return a, b, h0, axis
+
+
+def scan(a, b, h0=None, *, method="sequential", axis=1, chunk=64):
+    """All states of h_t = a_t ⊙ h_{t−1} + b_t, h_{−1} = h0 (0 when None).
+
+    a: broadcastable to b (e.g. (N,) time-invariant or (b, L, N)); b: (b, L, S...) real or complex;
+    h0: (b, S...) or None; method: one of SCAN_METHODS; axis: the time axis of b; chunk: for "chunked".
+    Returns h with b's shape, float64 or complex128.
+    """
+    if method not in SCAN_METHODS:
+        raise ValueError(f"scan method must be one of {', '.join(SCAN_METHODS)}; got {method!r}")
+    a, b, h0, axis = _prepare(a, b, h0, axis)
+    if method == "chunked":
+        if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be an integer >= 1; got {chunk!r}")
+        h = scan_chunked(a, b, h0, chunk=int(chunk))
+    else:
+        h = _METHODS[method](a, b, h0)
+    return np.moveaxis(h, 1, axis)
+
+
+# ----------------------------------------------------------------------------- the definition
+def scan_sequential(a, b, h0=None):
+    """The definition: a loop over t. a (b|1, L|1, S...), b (b, L, S...), h0 (b, S...) or None."""
+    h = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))   # (b, L, S...)
+    state = np.zeros_like(h[:, 0]) if h0 is None else h0                              # (b, S...)
+    for t in range(b.shape[1]):
+        state = a[:, min(t, a.shape[1] - 1)] * state + b[:, t]
+        h[:, t] = state
+    return h
+
+
+@njit(cache=True, parallel=True)
+def _scan_kernel(a, b, h0, out):
+    """@njit twin of the loop on (P, L, Q) views; parallel over P, the inner loop over contiguous Q."""
+    P, L, Q = b.shape
+    a_varies_in_batch, a_varies_in_time, h0_varies = a.shape[0] > 1, a.shape[1] > 1, h0.shape[0] > 1
+    for p in prange(P):
+        p = np.int64(p)                    # Note: prange may yield an unsigned index; keep int64 arithmetic
+        pa = p if a_varies_in_batch else np.int64(0)
+        ph = p if h0_varies else np.int64(0)
+        for q in range(Q):
+            out[p, 0, q] = a[pa, 0, q] * h0[ph, q] + b[p, 0, q]
+        for t in range(1, L):
+            ta = t if a_varies_in_time else np.int64(0)
+            for q in range(Q):
+                out[p, t, q] = a[pa, ta, q] * out[p, t - 1, q] + b[p, t, q]
+    return out
+
+
+def scan_numba(a, b, h0=None, out=None):
+    """Same semantics as `scan_sequential`, compiled. Shapes as there; `out` may be preallocated."""
+    batch, L = b.shape[:2]
+    Q = int(np.prod(b.shape[2:], dtype=np.int64))
+    b3 = np.ascontiguousarray(b).reshape(batch, L, Q)                                  # (b, L, Q)
+    a_full = np.broadcast_to(a, (a.shape[0], a.shape[1]) + b.shape[2:])
+    a3 = np.ascontiguousarray(a_full).reshape(a.shape[0], a.shape[1], Q)              # (b|1, L|1, Q)
+    h03 = np.zeros((1, Q), b.dtype) if h0 is None else np.ascontiguousarray(h0).reshape(batch, Q)
+    out3 = np.empty_like(b3) if out is None else out.reshape(batch, L, Q)
+    _scan_kernel(a3, b3, h03, out3)
+    return out3.reshape(b.shape)
+
+
+# ----------------------------------------------------------------------------- associative forms
+def _elements(a, b, h0):
+    """Materialised pairs (a_t, b_t) with h0 folded into the first element: b_0 ← b_0 + a_0 h0."""
+    a = np.broadcast_to(a, b.shape).copy()                                             # (b, L, S...)
+    b = b.copy()                                                                       # (b, L, S...)
+    if h0 is not None:
+        b[:, 0] += a[:, 0] * h0
+    return a, b
+
+
+def scan_hillis_steele(a, b, h0=None):
+    """Inclusive scan in ⌈log2 L⌉ rounds; round d combines each element with the one 2^d earlier."""
+    a, b = _elements(a, b, h0)
+    offset = 1
+    while offset < b.shape[1]:
+        a_new, b_new = combine((a[:, :-offset], b[:, :-offset]), (a[:, offset:], b[:, offset:]))
+        a[:, offset:], b[:, offset:] = a_new, b_new
+        offset *= 2
+    return b
+
+
+def scan_blelloch(a, b, h0=None):
+    """Work-efficient up-sweep/down-sweep on the time axis, padded with the identity (1, 0) to 2^k."""
+    a, b = _elements(a, b, h0)
+    L = b.shape[1]
+    n = 1 << (L - 1).bit_length()                                                     # next power of two
+    pad = [(0, 0), (0, n - L)] + [(0, 0)] * (b.ndim - 2)
+    A, Bv = np.pad(a, pad, constant_values=1), np.pad(b, pad, constant_values=0)      # (b, n, S...)
+    span = 1
+    while span < n:                                                                    # up-sweep
+        right, left = slice(2 * span - 1, n, 2 * span), slice(span - 1, n, 2 * span)
+        A[:, right], Bv[:, right] = combine((A[:, left], Bv[:, left]), (A[:, right], Bv[:, right]))
+        span *= 2
+    A[:, n - 1], Bv[:, n - 1] = 1, 0                                                   # identity at the root
+    while span > 1:                                                                    # down-sweep
+        span //= 2
+        right, left = slice(2 * span - 1, n, 2 * span), slice(span - 1, n, 2 * span)
+        left_sum = A[:, left].copy(), Bv[:, left].copy()
+        A[:, left], Bv[:, left] = A[:, right], Bv[:, right]
+        A[:, right], Bv[:, right] = combine((A[:, right], Bv[:, right]), left_sum)
+    # Bv now holds the exclusive prefixes; one more combine with each element makes them inclusive.
+    return a * Bv[:, :L] + b
+
+
+def scan_chunked(a, b, h0=None, chunk=64):
+    """Local scans inside all chunks of `chunk` steps at once, then a carry between chunks:
+    h_t = ℓ_t + p_t·h_{chunk start − 1}, with ℓ the local scan from 0 and p the local product of a."""
+    batch, L = b.shape[:2]
+    K = -(-L // chunk)                                                                 # number of chunks
+    a, b = _elements(a, b, h0)                                                         # (b, L, S...)
+    pad = [(0, 0), (0, K * chunk - L)] + [(0, 0)] * (b.ndim - 2)
+    a = np.pad(a, pad, constant_values=1).reshape((batch, K, chunk) + b.shape[2:])     # (b, K, C, S...)
+    b = np.pad(b, pad, constant_values=0).reshape((batch, K, chunk) + b.shape[2:])     # (b, K, C, S...)
+    local, prod = np.empty_like(b), np.empty_like(a)                                   # ℓ, p
+    local[:, :, 0], prod[:, :, 0] = b[:, :, 0], a[:, :, 0]
+    for c in range(1, chunk):                                                          # all chunks at once
+        local[:, :, c] = a[:, :, c] * local[:, :, c - 1] + b[:, :, c]
+        prod[:, :, c] = a[:, :, c] * prod[:, :, c - 1]
+    carry = np.zeros_like(local[:, 0, 0])                                              # (b, S...)
+    for k in range(K):                                                                 # carry between chunks
+        local[:, k] += prod[:, k] * carry[:, None]
+        carry = local[:, k, -1]
+    return local.reshape((batch, K * chunk) + b.shape[3:])[:, :L]
+
+
+_METHODS = {"sequential": scan_sequential, "numba": scan_numba,
+            "blelloch": scan_blelloch, "hillis_steele": scan_hillis_steele}
+
+
+# ----------------------------------------------------------------------------- dense transitions (LSSL)
+def scan_dense(A, b, h0=None):
+    """h_t = A_t h_{t−1} + b_t with matrix transitions; combine is (A_j A_i, A_j b_i + b_j).
+
+    A: (N, N) or (b, L, N, N); b: (b, L, N); h0: (b, N) or None. Returns h (b, L, N).
+    """
+    A, b = _as_numeric(A, "A"), _as_numeric(b, "b")
+    if b.ndim != 3 or b.shape[1] == 0:
+        raise ValueError(f"b must have shape (b, L, N) with L >= 1; got {b.shape}")
+    N = b.shape[2]
+    if A.shape not in ((N, N), b.shape + (N,)):
+        raise ValueError(f"A must have shape ({N}, {N}) or {b.shape + (N,)}; got {A.shape}")
+    A = np.broadcast_to(A, b.shape + (N,))                                             # (b, L, N, N)
+    h = np.empty(b.shape, np.result_type(A, b, np.float64))                            # (b, L, N)
+    state = np.zeros_like(h[:, 0]) if h0 is None else np.asarray(h0)                   # (b, N)
+    for t in range(b.shape[1]):
+        state = np.einsum("bnm,bm->bn", A[:, t], state) + b[:, t]
+        h[:, t] = state
+    return h
+
+
+# ----------------------------------------------------------------------------- the adjoint
+def _next_transitions(a, L):
+    """conj(a_{t+1}) for t = 0..L−1 (the last one is unused: λ_{L−1} = G_{L−1})."""
+    if a.shape[1] == 1:
+        return np.conj(a)
+    return np.conj(np.concatenate([a[:, 1:], np.ones_like(a[:, :1])], axis=1))
+
+
+def scan_reverse(a, g, *, axis=1):
+    """The adjoint scan run backwards: λ_{L−1} = g_{L−1}, λ_t = g_t + conj(a_{t+1}) λ_{t+1}.
+
+    a: broadcastable to g (b, L, S...); g: (b, L, S...). Returns λ with g's shape.
+    """
+    a, g, _, axis = _prepare(a, g, None, axis)
+    a_next = _next_transitions(a, g.shape[1])                                          # (b|1, L|1, S...)
+    lam = scan_sequential(a_next[:, ::-1], g[:, ::-1])[:, ::-1]                        # (b, L, S...)
+    return np.moveaxis(lam, 1, axis)
+
+
+def _unbroadcast(grad, shape):
+    """Sum `grad` over the axes along which an array of `shape` was broadcast."""
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True).reshape(shape)
+
+
+def scan_vjp(a, b, h0, h, grad_h):
+    """Vector-Jacobian product of `scan` (time axis 1), written by hand (no autograd).
+
+    a, b, h0: the scan's inputs (h0 may be None); h: its output; grad_h: ∂loss/∂h (b, L, S...).
+    Returns (grad_a with a's shape, grad_b with b's shape, grad_h0 with h0's shape or None).
+    A real input receives the real part of its complex gradient (torch's convention).
+    """
+    a_in, b_in = np.asarray(a), np.asarray(b)
+    lam = scan_reverse(a_in, grad_h)                                                   # (b, L, S...)
+    h = np.asarray(h)
+    first = np.zeros_like(h[:, :1]) if h0 is None else np.asarray(h0)[:, None]
+    h_prev = np.concatenate([first, h[:, :-1]], axis=1)                                # (b, L, S...)
+    grad_a = _unbroadcast(lam * np.conj(h_prev), a_in.shape)
+    grad_b = lam
+    grad_h0 = None if h0 is None else np.conj(np.broadcast_to(
+        a_in.reshape((1,) * (b_in.ndim - a_in.ndim) + a_in.shape), b_in.shape)[:, 0]) * lam[:, 0]
+    real = lambda g, x: g if g is None or np.iscomplexobj(x) else g.real                # noqa: E731
+    return real(grad_a, a_in), real(grad_b, b_in), real(grad_h0, h0)
