@@ -9,6 +9,7 @@ A backend is any importable module (or an adapter module that maps names onto on
     discretize(Lambda, dt, method, tau=None)           SPEC §2
     scan(a, b, h0=None, *, method=None)                SPEC §3, time axis 1
     vjp(fn, inputs, cotangent)         gradients of <fn(*inputs), cotangent> w.r.t. every input
+    parameter_vjp(module, call, cotangent)   {parameter name: gradient of <call(module), cotangent>}
     from_reference(obj)                reference layer / Classifier -> native module with parameters
                                        moved over; called like the reference (x, lengths, τ, ...)
     cast(module, dtype, device)        the module converted to a dtype and device
@@ -25,7 +26,7 @@ import pytest
 
 from parity_tests.tolerances import tolerance
 
-API = ("asarray", "to_numpy", "device_available", "discretize", "scan", "vjp", "from_reference", "cast",
+API = ("asarray", "to_numpy", "device_available", "discretize", "scan", "vjp", "parameter_vjp", "from_reference", "cast",
        "pool", "final_pool")
 
 
@@ -102,14 +103,15 @@ class Report:
 REPORT = Report()
 
 
-def check(actual, expected, *, dtype, subject, prop):
+def check(actual, expected, *, dtype, subject, prop, row=None):
     """Compare a backend result with the reference under the table tolerance for `dtype`, record the
-    worst error in the report, and fail with a readable message naming subject, property and dtype."""
+    worst error in the report, and fail with a readable message naming subject, property and dtype.
+    `row` picks another row of the tolerance table (e.g. "finite_difference") than the dtype's."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"{subject} / {prop} / {dtype}: shape {actual.shape} != reference {expected.shape}")
-    tol = tolerance(dtype)
-    scale = max(1.0, float(np.max(np.abs(expected)))) if dtype == "float32" and expected.size else 1.0
+    tol = tolerance(row or dtype)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if (row or dtype) == "float32" and expected.size else 1.0
     allowed = tol["atol"] * scale + tol["rtol"] * np.abs(expected)
     error = np.abs(actual - expected)
     finite = np.isfinite(actual) | ~np.isfinite(expected)

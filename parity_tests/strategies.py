@@ -44,3 +44,194 @@ def lengths_vector(rng, batch, L):
     if batch > 1:
         lengths[rng.integers(batch)] = L
     return lengths
+
+
+# ----------------------------------------------------------------------------- layer configurations
+# One entry per name in `reference.layers.REGISTRY` (the parity suite fails loudly for a name without one).
+# `configs()` returns a hypothesis strategy of small, valid constructor kwargs (seed included); the
+# flags describe what the registry-driven properties may assume about the layer. Append new entries
+# below; keep the configs small (H, N <= ~6) so each property runs in milliseconds.
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Callable  # noqa: E402
+
+CONTINUOUS_METHODS = ("zoh", "bilinear", "exp_euler", "async", "dirac")   # §2 methods for a continuous λ
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    configs: Callable                 # () -> strategy of constructor kwargs dicts
+    linear: bool = True               # y is linear in (x, initial_state) jointly (False: LSSL's gelu read-out)
+    timesteps: bool = True            # accepts integration_timesteps (False: the layer must raise on them)
+    slow_decay: dict = field(default_factory=dict)   # kwargs overrides giving |Ā| close to 1 (long-L test)
+
+
+def _lru_configs():
+    return st.fixed_dictionaries({
+        "d_model": st.integers(1, 4), "d_state": st.integers(1, 6),
+        "r_min": st.sampled_from([0.0, 0.4]), "r_max": st.sampled_from([0.9, 0.99, 1.0]),
+        "max_phase": st.sampled_from([2 * np.pi, np.pi / 10]), "seed": seeds})
+
+
+@st.composite
+def _s5_configs(draw):
+    d_state = draw(st.integers(1, 6))
+    conj_sym = draw(st.booleans())
+    # block size b = (2N if conj_sym else N) / blocks, and b must be even under conj_sym: blocks | N
+    blocks = draw(st.sampled_from([k for k in range(1, d_state + 1) if d_state % k == 0]))
+    return {"d_model": draw(st.integers(1, 4)), "d_state": d_state,
+            "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "conj_sym": conj_sym,
+            "blocks": blocks, "step_rescale": draw(st.sampled_from([1.0, 0.5])),
+            "C_init": draw(st.sampled_from(["trunc_standard_normal", "lecun_normal", "complex_normal"])),
+            "clip_eigs": draw(st.booleans()), "seed": draw(seeds)}
+
+
+def _s4d_configs():
+    return st.fixed_dictionaries({
+        "d_model": st.integers(1, 4), "d_state": st.integers(1, 6),
+        "init": st.sampled_from(["legs", "lin", "inv", "real"]),
+        "discretization": st.sampled_from(CONTINUOUS_METHODS), "seed": seeds})
+
+
+LAYER_CONFIGS = {
+    "LRU": LayerConfig(_lru_configs, slow_decay={"r_min": 0.999, "r_max": 0.9999}),
+    "S5": LayerConfig(_s5_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}),
+    "S4D": LayerConfig(_s4d_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}),
+}
+
+
+def layer_config(name):
+    """The LayerConfig of a registry name; a name without an entry is an error, never a skip."""
+    if name not in LAYER_CONFIGS:
+        raise KeyError(f"no LAYER_CONFIGS entry for registry layer {name!r}: append one to "
+                       f"parity_tests/strategies.py (have {', '.join(LAYER_CONFIGS)})")
+    return LAYER_CONFIGS[name]
+
+
+@st.composite
+def _multiresconv_configs(draw):
+    """Small MultiresConv configs: k in 2..4, depth from a small max_len, fading or uniform memory."""
+    from reference.layers.multiresconv import multires_depth, uniform_memory_max
+    kernel_size, max_len = draw(st.integers(2, 4)), draw(st.integers(1, 40))
+    config = {"d_model": draw(st.integers(1, 4)), "kernel_size": kernel_size, "max_len": max_len,
+              "memory": draw(st.sampled_from(["fading", "uniform"])), "seed": draw(seeds)}
+    if config["memory"] == "uniform":
+        largest = uniform_memory_max(kernel_size, multires_depth(kernel_size, max_len))
+        config["memory_size"] = draw(st.integers(1, largest))
+    return config
+
+
+LAYER_CONFIGS["MultiresConv"] = LayerConfig(_multiresconv_configs, timesteps=False)
+
+
+# ----------------------------------------------------------------------------- pooling and classifier (SPEC §5, §6)
+@st.composite
+def pooling_inputs(draw, max_len=40, with_lengths=None, with_timesteps=None):
+    """(x (b, L, H), lengths or None, τ or None, stride in [1, L + 2]) with garbage in padded positions."""
+    rng = rng_from(draw(seeds))
+    batch, L, H = draw(batch_sizes), draw(sequence_lengths(max_len)), draw(st.integers(1, 3))
+    stride = draw(st.integers(1, L + 2))
+    x = rng.normal(size=(batch, L, H))                                              # (b, L, H)
+    use_lengths = draw(st.booleans()) if with_lengths is None else with_lengths
+    use_timesteps = draw(st.booleans()) if with_timesteps is None else with_timesteps
+    lengths = lengths_vector(rng, batch, L) if use_lengths else None
+    tau = timesteps(rng, batch, L) if use_timesteps else None
+    return x, lengths, tau, stride
+
+
+def _mixer_params(draw, name, d_model):
+    """Per-layer classifier kwargs drawn from the layer's LAYER_CONFIGS entry (without d_model and seed);
+    {} when the entry's size rules do not hold at the classifier's d_model."""
+    from reference.layers import REGISTRY
+    if name not in LAYER_CONFIGS:
+        return {}
+    kwargs = {k: v for k, v in draw(LAYER_CONFIGS[name].configs()).items() if k not in ("d_model", "seed")}
+    try:
+        REGISTRY[name](d_model=d_model, seed=0, **kwargs)
+    except ValueError:
+        return {}
+    return kwargs
+
+
+@st.composite
+def classifier_configs(draw, max_layers=3, max_width=6):
+    """Small valid Classifier kwargs: a random layer list from the registry with per-layer arguments,
+    per-layer (or shared) intermediate pooling, token or feature input, classification or regression."""
+    from reference.layers import REGISTRY
+    from reference.pooling import FINAL_MODES, INTERMEDIATE_MODES
+    n_layers = draw(st.integers(1, max_layers))
+    d_model, d_state = draw(st.integers(1, max_width)), draw(st.integers(1, max_width))
+    per_layer = draw(st.booleans())                     # per-layer lists, or one value for every layer
+    names = [draw(st.sampled_from(sorted(REGISTRY))) for _ in range(n_layers if per_layer else 1)]
+    shared_params = None if per_layer else _mixer_params(draw, names[0], d_model)
+    names = names * (1 if per_layer else n_layers)
+    config = {
+        "input_dim": draw(st.integers(1, 4)), "num_classes": draw(st.integers(0, 4)),
+        "output_dim": draw(st.integers(1, 3)), "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
+        "lrnn_cls": names if per_layer else names[0],
+        "pooling": draw(st.sampled_from(FINAL_MODES)), "dropout": draw(st.sampled_from([0.0, 0.1])),
+        "intermediate_pooling": ([draw(st.sampled_from(INTERMEDIATE_MODES)) for _ in names] if per_layer
+                                 else draw(st.sampled_from(INTERMEDIATE_MODES))),
+        "pooling_factor": [draw(st.integers(1, 4)) for _ in names] if per_layer else draw(st.integers(1, 4)),
+        "lrnn_params": [_mixer_params(draw, name, d_model) for name in names] if per_layer else shared_params,
+        "activation": draw(st.sampled_from(["gelu", "none"])), "seed": draw(seeds),
+    }
+    if draw(st.booleans()):                                                         # token input
+        vocab_size = draw(st.integers(2, 10))
+        config.update(vocab_size=vocab_size, embedding_dim=draw(st.one_of(st.none(), st.integers(1, max_width))),
+                      max_position_embeddings=draw(st.one_of(st.none(), st.integers(1, 40))),
+                      padding_idx=draw(st.one_of(st.none(), st.integers(0, vocab_size - 1))))
+    return config
+
+
+@st.composite
+def classifier_inputs(draw, config, max_len=40, with_lengths=None, with_timesteps=None):
+    """(x, lengths or None, τ or None) fitting a classifier config; τ only when every mixer accepts it."""
+    from reference.layers import REGISTRY
+    rng = rng_from(draw(seeds))
+    batch, L = draw(batch_sizes), draw(sequence_lengths(max_len))
+    if config.get("vocab_size") is not None:
+        L = min(L, config.get("max_position_embeddings") or L)
+        x = rng.integers(0, config["vocab_size"], (batch, L))                       # (b, L) token ids
+    else:
+        x = rng.normal(size=(batch, L, config["input_dim"]))                        # (b, L, input_dim)
+    names = config["lrnn_cls"] if isinstance(config["lrnn_cls"], list) else [config["lrnn_cls"]]
+    accepts = all(getattr(REGISTRY.get(n, None), "accepts_timesteps", True) for n in names)
+    use_lengths = draw(st.booleans()) if with_lengths is None else with_lengths
+    use_timesteps = accepts and (draw(st.booleans()) if with_timesteps is None else with_timesteps)
+    lengths = lengths_vector(rng, batch, L) if use_lengths else None
+    tau = timesteps(rng, batch, L) if use_timesteps else None
+    return x, lengths, tau
+
+
+@st.composite
+def _centaurus_configs(draw):
+    """Small Centaurus configs over the four modes and the aliases pw, s5, with the size rules met
+    (dws: d_state == d_model; full: d_state == d_model**2) and every continuous discretisation."""
+    mode = draw(st.sampled_from(["neck", "pointwise", "pw", "s5", "dws", "full"]))
+    d_model = draw(st.integers(1, 3))
+    free_d_state = draw(st.integers(1, 4))
+    d_state = {"dws": d_model, "full": d_model ** 2}.get(mode, free_d_state)
+    return {"d_model": d_model, "d_state": d_state, "sub_state_dim": draw(st.integers(1, 3)), "mode": mode,
+            "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "seed": draw(seeds)}
+
+
+def _lssl_configs():
+    return st.fixed_dictionaries({
+        "d_model": st.integers(1, 3), "d_state": st.integers(1, 5), "channels": st.sampled_from([1, 2]),
+        "discretization": st.sampled_from(["bilinear", "zoh"]), "learn_A": st.booleans(), "seed": seeds})
+
+
+# Centaurus' Δ is fixed by its init (geomspace(1e-3, 1e-1)), so |Ā| is already in [0.95, 0.9995].
+LAYER_CONFIGS["Centaurus"] = LayerConfig(_centaurus_configs)
+LAYER_CONFIGS["LSSL"] = LayerConfig(_lssl_configs, linear=False, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
+
+
+# ----------------------------------------------------------------------------- initialisation (test_init.py)
+@st.composite
+def lru_rings(draw):
+    """LRU ring arguments 0 <= r_min <= r_max <= 1 (r_min < 1) and 0 < max_phase <= 2π, with the edges included."""
+    r_max = draw(st.one_of(st.sampled_from([1.0, 0.9999, 0.5]), st.floats(0.01, 1.0)))
+    r_min = draw(st.one_of(st.sampled_from([0.0, r_max]), st.floats(0.0, r_max))) if r_max < 1 else \
+        draw(st.one_of(st.just(0.0), st.floats(0.0, 0.999)))
+    max_phase = draw(st.one_of(st.sampled_from([2 * np.pi, np.pi / 10]), st.floats(1e-3, 2 * np.pi)))
+    return {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}

@@ -6,11 +6,13 @@ TOLERANCES = {
     "float64": {"rtol": 1e-9, "atol": 1e-10},
     # float32 torch vs float64 reference: atol is scaled by max|expected| (SPEC §8).
     "float32": {"rtol": 1e-4, "atol": 1e-5},
+    # Backend autograd against central finite differences of the float64 reference (step FD_STEP).
+    "finite_difference": {"rtol": 1e-5, "atol": 1e-7},
 }
 
 # Finite-difference gradient checks (central differences of a float64 forward, step FD_STEP).
 FD_STEP = 1e-6
-FD_TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}
+FD_TOLERANCE = TOLERANCES["finite_difference"]
 
 # Accuracy of φ1 against a 50-digit mpmath value, relative.
 PHI1_RTOL = 1e-14

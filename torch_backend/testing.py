@@ -43,6 +43,15 @@ def vjp(fn, inputs, cotangent):
     return [next(grads) if isinstance(x, torch.Tensor) and x.requires_grad else None for x in leaves]
 
 
+def parameter_vjp(module, call, cotangent):
+    """{name: gradient of Re<cotangent, call(module)>} for every trainable parameter of `module`."""
+    params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    out = call(module)
+    loss = torch.real(torch.sum(torch.conj(cotangent) * out)) if out.is_complex() else torch.sum(cotangent * out)
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return {name: (torch.zeros_like(p) if g is None else g) for (name, p), g in zip(params.items(), grads)}
+
+
 def cast(module, dtype, device):
     return module.to(device=device, dtype=_DTYPES[dtype][0])
 

@@ -1,2 +1,16 @@
 """Reference layers, one file each (SPEC §4), and the registry that the parity suite runs over."""
 REGISTRY = {}
+
+from .multiresconv import MultiresConv  # noqa: E402
+
+REGISTRY["MultiresConv"] = MultiresConv
+from .lru import LRU  # noqa: E402
+REGISTRY["LRU"] = LRU
+from .centaurus import Centaurus  # noqa: E402
+REGISTRY["Centaurus"] = Centaurus
+from .lssl import LSSL  # noqa: E402
+REGISTRY["LSSL"] = LSSL
+from .s5 import S5  # noqa: E402
+REGISTRY["S5"] = S5
+from .s4d import S4D  # noqa: E402
+REGISTRY["S4D"] = S4D

@@ -1,0 +1,221 @@
+"""Centaurus — diagonal SSM blocks with sub-states, in four connectivity modes (SPEC §4.3).
+
+Paper: "Let SSMs be ConvNets: State-space Modeling with Optimal Tensor Contractions" (Centaurus).
+Upstream: Brainchip-Inc/Centaurus `centaurus/ssm.py` (SSMLayer); SPEC §4.3 gives the formulas that
+reproduce its outputs. Each block r (or channel, or channel pair) owns M sub-states with
+
+    λ_m = −softplus(A_re_raw) + i·A_im,   init A_re_raw = softplus⁻¹(0.5), A_im = π·m (m = 0..M−1)
+    x_t = Ā ⊙ x_{t−1} + γ̄ ⊙ (W_in u_t),   y_t = W_out · Re x_t        (κ = 1, real read-out)
+
+so Re λ = −softplus(·) < 0 always and |Ā| < 1 for every continuous discretisation (exp_euler by
+default: Ā = exp(λΔ), γ̄ = Δ). The modes differ only in the state shape and the real maps W_in, W_out:
+
+| mode      | state    | W_in (letters)          | W_out (letters)                 |
+|-----------|----------|-------------------------|---------------------------------|
+| neck      | (R, M)   | B repeated over m (nmh) | C_{o,n} E_{n,m} (onm)           |
+| pointwise | (R·M,)   | B (nh)                  | C (on)                          |
+| dws       | (H, M)   | ones (hm)               | W_mix_{o,h} E_{h,m} (ohm)       |
+| full      | (H, H, M)| ones (ohm)              | E (ohm)                         |
+
+Leaves out: the public code's norm/activation/dropout around the layer, its FFT training path (the
+kernel view here is `kernel` + fft_causal_conv) and any D (skip) term — Centaurus has none, so the
+lag-0 kernel is only W_out Re(γ̄) W_in. The public neck mode multiplies E into the state on the input
+side; SPEC applies it at the read-out (the same outputs; the state differs by the factor E).
+Mode aliases: "pw" and "s5" mean "pointwise"; `config["mode"]` stores the canonical name.
+`discretization="none"` is accepted as SPEC §2 defines it (λ used as Ā directly) but is unstable
+for Centaurus' continuous λ (|−½ + iπm| > 1 for m >= 1).
+
+Glossary (SPEC §1): b batch, l lag/time, h input channel, o output channel, H d_model,
+n block (R = d_state), m sub-state (M = sub_state_dim).
+"""
+import numpy as np
+
+from ..discretize import METHODS, discretize
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps, check_lengths,
+                      check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
+                      final_state, powers)
+
+MODES = ("neck", "pointwise", "dws", "full")
+MODE_ALIASES = {"pw": "pointwise", "s5": "pointwise"}
+
+# Letters of one state and of the real input/output maps per mode (see the module table).
+EINSUM_LETTERS = {
+    "neck":      {"state": "nm",  "w_in": "nmh", "w_out": "onm"},
+    "pointwise": {"state": "n",   "w_in": "nh",  "w_out": "on"},
+    "dws":       {"state": "hm",  "w_in": "hm",  "w_out": "ohm"},
+    "full":      {"state": "ohm", "w_in": "ohm", "w_out": "ohm"},
+}
+
+
+def resolve_mode(mode):
+    """The canonical mode name; aliases pw and s5 mean pointwise."""
+    check_choice(mode, "mode", MODES + tuple(MODE_ALIASES))
+    return MODE_ALIASES.get(mode, mode)
+
+
+def check_sizes(d_model, d_state, mode):
+    """dws needs one block per channel (d_state == d_model); full one per channel pair (d_model**2)."""
+    if mode == "dws" and d_state != d_model:
+        raise ValueError(f"Centaurus mode='dws' needs d_state == d_model (one block per channel); got d_state="
+                         f"{d_state}, d_model={d_model}: pass d_state={d_model} or use mode='neck'/'pointwise'")
+    if mode == "full" and d_state != d_model ** 2:
+        raise ValueError(f"Centaurus mode='full' needs d_state == d_model**2 (one block per input-output channel "
+                         f"pair); got d_state={d_state}, d_model={d_model}: pass d_state={d_model ** 2} or use "
+                         "mode='neck'/'pointwise'")
+
+
+def mode_shapes(d_model, d_state, sub_state_dim, mode):
+    """Shapes per mode: one state, A_re_raw/A_im, log_dt, and the view of Δ that broadcasts to the state."""
+    H, R, M = d_model, d_state, sub_state_dim
+    state = {"neck": (R, M), "pointwise": (R * M,), "dws": (H, M), "full": (H, H, M)}[mode]
+    log_dt = {"neck": (R,), "pointwise": (R * M,), "dws": (H, M), "full": (H, M)}[mode]
+    dt_view = {"neck": (R, 1), "pointwise": (R * M,), "dws": (H, M), "full": (H, 1, M)}[mode]
+    return {"state": state, "log_dt": log_dt, "dt_view": dt_view}
+
+
+def softplus(x):
+    """log(1 + e^x), without overflow."""
+    return np.logaddexp(0.0, x)
+
+
+def inverse_softplus(y):
+    """softplus⁻¹(y) = y + log(−expm1(−y)) for y > 0."""
+    return y + np.log(-np.expm1(-y))
+
+
+def init_centaurus(d_model, d_state, sub_state_dim, mode, rng):
+    """Parameters of SPEC §4.3 for a canonical mode. Returns a dict of float64 arrays."""
+    H, R, M = d_model, d_state, sub_state_dim
+    shapes = mode_shapes(H, R, M, mode)
+    blocks = shapes["state"][:-1] if mode != "pointwise" else (R,)        # blocks carrying their own M
+    params = {
+        "A_re_raw": np.full(blocks + (M,), inverse_softplus(0.5)).reshape(shapes["state"]),
+        "A_im": np.broadcast_to(np.pi * np.arange(M), blocks + (M,)).reshape(shapes["state"]).copy(),
+    }
+    n_dt = {"neck": R, "pointwise": R, "dws": H, "full": H}[mode]     # Δ over blocks, channels or outputs
+    log_dt = np.log(np.geomspace(1e-3, 1e-1, n_dt))                      # (n_dt,)
+    params["log_dt"] = np.repeat(log_dt, np.prod(shapes["log_dt"]) // n_dt).reshape(shapes["log_dt"])
+    if mode == "neck":
+        params["E"] = rng.normal(0.0, np.sqrt(2.0), (R, M))
+        params["B"] = np.full((R, H), 1 / np.sqrt(H))
+        params["C"] = rng.normal(0.0, np.sqrt(2.0 / (R * M)), (H, R))
+    elif mode == "pointwise":
+        params["B"] = np.full((R * M, H), 1 / np.sqrt(H))
+        params["C"] = rng.normal(0.0, np.sqrt(2.0 / (R * M)), (H, R * M))
+    elif mode == "dws":
+        params["E"] = np.full((H, M), 1 / np.sqrt(M))
+        # Note: W_mix is the public code's bias-free Conv1d(H, H, 1); its default init is U(±1/√fan_in).
+        params["W_mix"] = rng.uniform(-1 / np.sqrt(H), 1 / np.sqrt(H), (H, H))
+    elif mode == "full":
+        params["E"] = np.full((H, H, M), 1 / np.sqrt(H))
+    else:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    return params
+
+
+def io_maps(params, mode, shapes):
+    """The real maps (W_in, W_out) of the module table, from the parameters of one mode."""
+    state = shapes["state"]
+    if mode == "neck":
+        return np.broadcast_to(params["B"][:, None, :], state + params["B"].shape[1:]), \
+            params["C"][:, :, None] * params["E"]                                        # (R, M, H), (H, R, M)
+    if mode == "pointwise":
+        return params["B"], params["C"]                                                  # (R·M, H), (H, R·M)
+    if mode == "dws":
+        return np.ones(state), params["W_mix"][:, :, None] * params["E"]                 # (H, M), (H, H, M)
+    if mode == "full":
+        return np.ones(state), params["E"]                                               # (H, H, M), (H, H, M)
+    raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+
+
+def final_state_by_convolution(state_kernel, drive, lengths):
+    """The state after the last valid step from the kernel view: x_T = Σ_l K_l ⊙ v_{T−l}.
+
+    state_kernel: (L, S...) the state's impulse response; drive: (b, L, S...) (or broadcastable) the
+    input it responds to; lengths: (b,) or None (then T = L − 1). Returns (b, S...).
+    """
+    L = state_kernel.shape[0]
+    batch = drive.shape[0]
+    last = np.full(batch, L - 1) if lengths is None else lengths - 1                     # (b,)
+    lag = last[:, None] - np.arange(L)                                                    # (b, L) lag of input s
+    K_at = state_kernel[np.clip(lag, 0, None)]                                            # (b, L, S...)
+    K_at = K_at * (lag >= 0).reshape(lag.shape + (1,) * (K_at.ndim - 2))
+    return (K_at * drive).sum(axis=1)
+
+
+class Centaurus(Layer):
+    """Centaurus layer: real (b, L, H) -> float64 (b, L, H); complex128 state of shape (b, *state_shape)."""
+
+    kappa = 1
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, sub_state_dim=16, mode="pointwise", discretization="exp_euler",
+                 seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        self.sub_state_dim = check_positive_int(sub_state_dim, "sub_state_dim")
+        self.mode = resolve_mode(mode)
+        check_sizes(self.d_model, self.d_state, self.mode)
+        self.discretization = check_choice(discretization, "discretization", METHODS)
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "sub_state_dim": self.sub_state_dim,
+                       "mode": self.mode, "discretization": discretization, "seed": seed}
+        self.shapes = mode_shapes(self.d_model, self.d_state, self.sub_state_dim, self.mode)
+        self.state_shape = self.shapes["state"]
+        letters = EINSUM_LETTERS[self.mode]
+        self.subscripts = {"in": f"{letters['w_in']},blh->bl{letters['state']}",        # W_in u_t
+                           "out": f"{letters['w_out']},bl{letters['state']}->blo",      # W_out Re x_t
+                           "kernel": f"{letters['w_out']},l{letters['state']},{letters['w_in']}->loh"}
+        rng = np.random.default_rng(seed)
+        self.params = init_centaurus(self.d_model, self.d_state, self.sub_state_dim, self.mode, rng)
+
+    # --------------------------------------------------------------------- options resolved up front
+    def continuous_eigenvalues(self):
+        """λ = −softplus(A_re_raw) + i·A_im, complex128 of the state shape."""
+        return -softplus(self.params["A_re_raw"]) + 1j * self.params["A_im"]
+
+    def discretized(self, tau=None):
+        """(Ā, γ̄): state-shaped without τ, (b, L, *state_shape) with τ (b, L)."""
+        dt = np.exp(self.params["log_dt"]).reshape(self.shapes["dt_view"])                 # broadcasts to the state
+        return discretize(self.continuous_eigenvalues(), dt, self.discretization, tau)
+
+    def init_state(self, batch):
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
+
+    # --------------------------------------------------------------------- the recurrence
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                 method="sequential", check_finite=True):
+        x = check_input(x, self.d_model, check_finite=check_finite)                       # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L)
+        tau = check_integration_timesteps(integration_timesteps, batch, L)                 # (b, L) or None
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape)
+        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
+        Lambda_bar, gamma_bar = self.discretized(tau)                                      # (S...) or (b, L, S...)
+        drive = np.einsum(self.subscripts["in"], W_in, x)                                   # (b, L, S...) W_in u_t
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                          # (b, L, H)
+            state_kernel = powers(Lambda_bar, L) * gamma_bar                                # (L, S...)
+            return (y, final_state_by_convolution(state_kernel, drive, lengths)) if return_state else y
+        states = scan(Lambda_bar, gamma_bar * drive, h0, method=method)                     # (b, L, S...)
+        y = np.einsum(self.subscripts["out"], W_out, states.real)                           # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
+        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
+        Lambda_bar, gamma_bar = self.discretized(tau)                                      # (S...) or (b, 1, S...)
+        new_state = Lambda_bar * state[:, None] + gamma_bar * np.einsum(self.subscripts["in"], W_in, x)
+        y = np.einsum(self.subscripts["out"], W_out, new_state.real)                        # (b, 1, H)
+        return y[:, 0], new_state[:, 0]
+
+    def kernel(self, L):
+        """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, float64 (L, H_out, H_in); no D term (Centaurus has none)."""
+        L = check_positive_int(L, "L")
+        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
+        Lambda_bar, gamma_bar = self.discretized()                                         # (S...)
+        basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
+        return np.einsum(self.subscripts["kernel"], W_out, basis, W_in)                     # (L, H, H)

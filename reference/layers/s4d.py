@@ -1,0 +1,149 @@
+"""S4D — diagonal S4 (Gu, Gupta, Goel, Ré 2022, "On the Parameterization and Initialization of Diagonal
+State Space Models"), SPEC §4.5.
+
+Depthwise: every channel h has its own N complex modes (the other half of each conjugate pair is implicit).
+    λ_{h,n} = −exp(log_A_re) + i·A_im,     (Ā, γ̄) = discretize(λ, Δ_h, method, τ),   Δ_h = exp(log_dt_h)
+    x_{t,h,n} = Ā_{h,n} x_{t−1,h,n} + γ̄_{h,n} B_{h,n} u_{t,h}
+    y_{t,h} = 2·Re Σ_n C_{h,n} x_{t,h,n} + D_h u_{t,h}                  (κ = 2)
+Re λ = −exp(log_A_re) < 0 for every parameter value, so |Ā| < 1 for every method of SPEC §2.
+
+Inits (n = 0..N−1; the same for every channel):
+    legs  the negative-imaginary half of HiPPO-N of size 2N (`reference.init.hippo_n_diagonalization`),
+          B = V⁻¹·B_hippo with Im B clipped to ±2 (state-spaces/s4 `nplr`, B_clip = 2)
+    lin   λ = −½ + iπn                                  B = 1
+    inv   λ = −½ + i(2N/π)(2N/(2n+1) − 1)               B = 1
+    real  λ = −(n+1)                                    B = 1
+C: complex normal (each part variance ½); D ~ N(0, 1); log Δ ~ U[log dt_min, log dt_max) per channel.
+
+Upstream: state-spaces/s4 (`src/models/sequence/kernels/ssm.py` SSMKernelDiag, `dplr.py`, `hippo.py`) and
+its standalone `s4d.py`. Leaves out: the block around the kernel (GELU, GLU output, dropout), channels > 1,
+n_ssm tying, bandlimiting and the DSS discretisation. The `none` method is refused (λ is continuous).
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel); einsum b l h n.
+"""
+import numpy as np
+
+from ..discretize import METHODS, discretize
+from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_uniform_dt
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
+                      check_lengths, check_method, check_positive_int, check_state, check_step_input,
+                      fft_causal_conv, final_state, powers)
+from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+
+S4D_METHODS = tuple(m for m in METHODS if m != "none")
+S4D_INITS = ("legs", "lin", "inv", "real")
+B_CLIP = 2.0
+
+
+# ----------------------------------------------------------------------------- initialisers
+def s4d_diagonal(init, N):
+    """The N modes (λ (N,) complex128, B (N,) complex128) of one channel for an init name."""
+    n = np.arange(N)                                                      # (N,)
+    if init == "legs":
+        Lambda, V = hippo_n_diagonalization(2 * N)                        # (2N,), (2N, 2N)
+        _, B_hippo = hippo_legs(2 * N)                                    # (2N,)
+        B = V[:, :N].conj().T @ B_hippo                                   # (N,) = V⁻¹B, kept half
+        return Lambda[:N], B.real + 1j * np.clip(B.imag, -B_CLIP, B_CLIP)
+    if init == "lin":
+        Lambda = -0.5 + 1j * np.pi * n
+    elif init == "inv":
+        Lambda = -0.5 + 1j * (2 * N / np.pi) * (2 * N / (2 * n + 1) - 1)
+    elif init == "real":
+        Lambda = -(n + 1.0) + 0j
+    else:
+        raise ValueError(f"init must be one of {', '.join(S4D_INITS)}; got {init!r}")
+    return Lambda, np.ones(N, np.complex128)
+
+
+def s4d_params(rng, H, N, init, dt_min, dt_max):
+    """All S4D parameters (SPEC §4.5), drawn in a fixed order (C, D, log_dt) from `rng`."""
+    Lambda, B = s4d_diagonal(init, N)                                     # (N,), (N,)
+    return {
+        "log_A_re": np.tile(np.log(-Lambda.real), (H, 1)),                # (H, N)
+        "A_im": np.tile(Lambda.imag, (H, 1)),                             # (H, N)
+        "B_re": np.tile(B.real, (H, 1)), "B_im": np.tile(B.imag, (H, 1)),  # (H, N)
+        "C_re": rng.normal(0.0, np.sqrt(0.5), (H, N)),                    # (H, N)
+        "C_im": rng.normal(0.0, np.sqrt(0.5), (H, N)),                    # (H, N)
+        "D": rng.normal(0.0, 1.0, H),                                     # (H,)
+        "log_dt": log_uniform_dt(rng, H, dt_min, dt_max),                 # (H,)
+    }
+
+
+# ----------------------------------------------------------------------------- the layer
+class S4D(Layer):
+    """Diagonal S4: x (b, L, H) real → y (b, L, H) float64; complex state (b, H, N)."""
+
+    kappa = 2
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        check_choice(init, "init", S4D_INITS)
+        self.discretization = check_choice(discretization, "discretization", S4D_METHODS)
+        dt_min, dt_max = check_dt_range(dt_min, dt_max)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
+        self.state_shape = (self.d_model, self.d_state)
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "init": init,
+                       "discretization": discretization, "dt_min": dt_min, "dt_max": dt_max, "seed": seed}
+        self.params = s4d_params(np.random.default_rng(seed), self.d_model, self.d_state, init, dt_min, dt_max)
+
+    # --------------------------------------------------------------------- parameters → system
+    def system(self):
+        """(λ (H, N), Δ (H, 1), B (H, N), C (H, N) complex128 / float64, D (H,))."""
+        p = self.params
+        Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                     # (H, N)
+        dt = np.exp(p["log_dt"])[:, None]                                     # (H, 1)
+        return Lambda, dt, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
+
+    def init_state(self, batch):
+        """Zero state (batch, H, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
+
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                 return_state=False, method="sequential", check_finite=True):
+        """y (b, L, H) float64, or (y, final state (b, H, N) complex128) with return_state=True.
+
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        """
+        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L)
+        tau = check_integration_timesteps(integration_timesteps, batch, L)
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape)
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)    # (H, N) or (b, L, H, N)
+        Bu = np.einsum("hn,blh->blhn", B, x)                                         # (b, L, H, N)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                    # (b, L, H)
+            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, H, N)
+            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+        # ---- the recurrence
+        states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
+        y = self.kappa * np.einsum("hn,blhn->blh", C, states).real + D * x           # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar = np.reshape(Lambda_bar, (-1,) + self.state_shape)                # (1 or b, H, N)
+        gamma_bar = np.reshape(gamma_bar, (-1,) + self.state_shape)                  # (1 or b, H, N)
+        new_state = Lambda_bar * state + gamma_bar * np.einsum("hn,bh->bhn", B, x[:, 0])   # (b, H, N)
+        y_t = self.kappa * np.einsum("hn,bhn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
+        return y_t, new_state
+
+    def kernel(self, L):
+        """K (L, H) float64: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""
+        L = check_positive_int(L, "L")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (H, N)
+        K = self.kappa * np.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real   # (L, H)
+        K[0] += D
+        return K

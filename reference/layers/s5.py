@@ -1,0 +1,160 @@
+"""S5 — simplified state space layer (Smith, Warrington, Linderman 2023), with event streams (Event-SSM), SPEC §4.2.
+
+    (Ā_t, γ̄_t) = discretize(Λ, Δ, method, τ_t),   Δ = step_rescale·exp(log_dt)        (SPEC §2)
+    x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B̃ u_t)
+    y_t = κ·Re(C̃ x_t) + D ⊙ u_t,    κ = 2 with conj_sym (one state per conjugate pair stored), else 1
+
+One class serves fixed-step sequences (τ = None) and event streams (integration_timesteps τ, the gap
+before each event; Schöne et al. 2024, "Scalable event-by-event processing ... with deep SSMs").
+Initialisation: block-diagonal HiPPO-N (Λ, V from `reference.init.s5_hippo_blocks`), B̃ = V⁻¹B₀ with
+B₀ truncated lecun normal (variance 1/P), C̃ = C₀V, D ~ N(0, 1), log Δ ~ U[log dt_min, log dt_max) per state.
+P = 2N with conj_sym, else N; block size b = P / blocks.
+
+C_init (as in the S5 repository):
+    trunc_standard_normal  C₀ (H, P) complex, each part truncated normal with variance 1/P; C̃ = C₀V
+    lecun_normal           as above with variance 1/(H·P) (jax's fan_in of the (H, P, 2) array); C̃ = C₀V
+    complex_normal         C̃ (H, N) drawn directly, each part N(0, ½) (no V)
+clip_eigs clamps Re Λ ≤ −1e-4 in the forward pass (the parameters are left as they are).
+The `none` method is refused: Λ here is continuous-time, and using it as a discrete Ā would be unstable.
+
+Upstream: lindermanlab/S5 (`ssm.py` S5SSM, `ssm_init.py`); Event-SSM (`event_ssm/ssm.py`) for τ.
+Leaves out: the bidirectional variant, the surrounding block (norm, GLU, dropout) and per-block dt sharing.
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local state size; einsum b l h n o p.
+"""
+import numpy as np
+
+from ..discretize import METHODS, discretize
+from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
+                      check_lengths, check_method, check_positive_int, check_state, check_step_input,
+                      fft_causal_conv, final_state, powers)
+from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+
+S5_METHODS = tuple(m for m in METHODS if m != "none")
+C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
+CLIP_RE = -1e-4
+
+
+# ----------------------------------------------------------------------------- initialisers
+def check_blocks(d_state, blocks, conj_sym):
+    """blocks must divide P = (2N if conj_sym else N), and b = P / blocks must be even under conj_sym."""
+    local_P = 2 * d_state if conj_sym else d_state
+    if local_P % blocks:
+        raise ValueError(f"blocks must divide the local state size P = {'2·d_state' if conj_sym else 'd_state'} "
+                         f"= {local_P}; got blocks={blocks}")
+    if conj_sym and (local_P // blocks) % 2:
+        raise ValueError(f"with conj_sym=True the block size P/blocks = {local_P // blocks} must be even (each "
+                         f"block keeps half of its conjugate pairs): choose blocks dividing d_state={d_state}; "
+                         f"got blocks={blocks}")
+    return local_P
+
+
+def s5_params(rng, H, N, conj_sym, blocks, dt_min, dt_max, C_init):
+    """All S5 parameters (SPEC §4.2), drawn in a fixed order (B₀, C, D, log_dt) from `rng`."""
+    Lambda, V = s5_hippo_blocks(N, blocks, conj_sym)                      # (N,), (P, N)
+    local_P = V.shape[0]
+    B0 = truncated_normal(rng, (local_P, H), 1 / local_P)                  # (P, H)
+    B = V.conj().T @ B0                                                   # (N, H) = V⁻¹B₀
+    if C_init == "complex_normal":
+        C = rng.normal(0.0, np.sqrt(0.5), (H, N)) + 1j * rng.normal(0.0, np.sqrt(0.5), (H, N))   # (H, N)
+    else:
+        variance = 1 / local_P if C_init == "trunc_standard_normal" else 1 / (H * local_P)
+        C0 = truncated_normal(rng, (H, local_P), variance) + 1j * truncated_normal(rng, (H, local_P), variance)
+        C = C0 @ V                                                        # (H, N)
+    return {
+        "Lambda_re": Lambda.real.copy(), "Lambda_im": Lambda.imag.copy(),  # (N,)
+        "B_re": B.real.copy(), "B_im": B.imag.copy(),                      # (N, H)
+        "C_re": C.real.copy(), "C_im": C.imag.copy(),                      # (H, N)
+        "D": rng.normal(0.0, 1.0, H),                                      # (H,)
+        "log_dt": log_uniform_dt(rng, N, dt_min, dt_max),                  # (N,)
+    }
+
+
+# ----------------------------------------------------------------------------- the layer
+class S5(Layer):
+    """S5 / event S5: x (b, L, H) real → y (b, L, H) float64; complex state (b, N)."""
+
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
+                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        self.discretization = check_choice(discretization, "discretization", S5_METHODS)
+        for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool; got {flag!r}")
+        blocks = check_positive_int(blocks, "blocks")
+        check_blocks(self.d_state, blocks, bool(conj_sym))
+        dt_min, dt_max = check_dt_range(dt_min, dt_max)
+        step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
+        check_choice(C_init, "C_init", C_INITS)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
+        self.kappa = 2 if conj_sym else 1
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "discretization": discretization,
+                       "conj_sym": bool(conj_sym), "blocks": blocks, "dt_min": dt_min, "dt_max": dt_max,
+                       "step_rescale": step_rescale, "C_init": C_init, "clip_eigs": bool(clip_eigs), "seed": seed}
+        self.params = s5_params(np.random.default_rng(seed), self.d_model, self.d_state, bool(conj_sym), blocks,
+                                dt_min, dt_max, C_init)
+
+    # --------------------------------------------------------------------- parameters → system
+    def system(self):
+        """(Λ (N,), Δ (N,), B̃ (N, H), C̃ (H, N) complex128 / float64, D (H,)); clip_eigs applied to Re Λ."""
+        p = self.params
+        Lambda_re = np.minimum(p["Lambda_re"], CLIP_RE) if self.config["clip_eigs"] else p["Lambda_re"]
+        Lambda = Lambda_re + 1j * p["Lambda_im"]                             # (N,)
+        dt = self.config["step_rescale"] * np.exp(p["log_dt"])               # (N,)
+        return Lambda, dt, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
+
+    def init_state(self, batch):
+        """Zero state (batch, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
+
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                 return_state=False, method="sequential", check_finite=True):
+        """y (b, L, H) float64, or (y, final state (b, N) complex128) with return_state=True.
+
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        """
+        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L)
+        tau = check_integration_timesteps(integration_timesteps, batch, L)
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state))
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)    # (N,) or (b, L, N)
+        Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
+            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, N)
+            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+        # ---- the recurrence
+        states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
+        y = self.kappa * np.einsum("hn,bln->blh", C, states).real + D * x            # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0], self.d_state), name="state")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar = np.reshape(Lambda_bar, (-1, self.d_state))                      # (1 or b, N)
+        gamma_bar = np.reshape(gamma_bar, (-1, self.d_state))                        # (1 or b, N)
+        new_state = Lambda_bar * state + np.einsum("nh,bh->bn", B, x[:, 0])   # (b, N)
+        y_t = self.kappa * np.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
+        return y_t, new_state
+
+    def kernel(self, L):
+        """K (L, H_out, H_in) float64: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""
+        L = check_positive_int(L, "L")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (N,)
+        K = self.kappa * np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real   # (L, H, H)
+        K[0] += np.diag(D)
+        return K
