@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from reference.discretize import METHODS
 from reference.layers import REGISTRY
-from reference.layers.centaurus import MODES, Centaurus, inverse_softplus, softplus
+from reference.layers.centaurus import CENTAURUS_METHODS, MODES, Centaurus, inverse_softplus, softplus
 from reference.layers.lssl import LSSL, gelu
 from parity_tests.strategies import CONTINUOUS_METHODS, batch_sizes, rng_from, seeds, sequence_lengths
 from parity_tests.tolerances import assert_close
@@ -80,12 +79,13 @@ def test_centaurus_size_rules_name_rule_and_fix():
         Centaurus(3, 3, 2, "full")
     with pytest.raises(ValueError, match="neck, pointwise, dws, full, pw, s5"):
         Centaurus(3, 3, 2, "diagonal")
-    with pytest.raises(ValueError, match="exp_euler"):
-        Centaurus(3, 3, 2, "neck", discretization="foh")
+    for method in ("foh", "none"):                              # "none": λ is continuous-time
+        with pytest.raises(ValueError, match="zoh, bilinear, exp_euler, async, dirac; got"):
+            Centaurus(3, 3, 2, "neck", discretization=method)
     with pytest.raises(TypeError, match="sub_state_dim"):
         Centaurus(3, 3, 2.0)
     assert Centaurus.methods == tuple(REGISTRY["Centaurus"].methods) and "fft" in Centaurus.methods
-    assert set(METHODS) - {"none"} == set(CONTINUOUS_METHODS)      # the stability test below covers them all
+    assert set(CENTAURUS_METHODS) == set(CONTINUOUS_METHODS)       # the stability test below covers them all
 
 
 @settings(max_examples=10)

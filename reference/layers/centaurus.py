@@ -22,8 +22,8 @@ kernel view here is `kernel` + fft_causal_conv) and any D (skip) term — Centau
 lag-0 kernel is only W_out Re(γ̄) W_in. The public neck mode multiplies E into the state on the input
 side; SPEC applies it at the read-out (the same outputs; the state differs by the factor E).
 Mode aliases: "pw" and "s5" mean "pointwise"; `config["mode"]` stores the canonical name.
-`discretization="none"` is accepted as SPEC §2 defines it (λ used as Ā directly) but is unstable
-for Centaurus' continuous λ (|−½ + iπm| > 1 for m >= 1).
+`discretization="none"` is refused (as in S5 and S4D): λ is continuous-time, and using it as the
+discrete Ā would be unstable (|−½ + iπm| > 1 for m >= 1).
 
 Glossary (SPEC §1): b batch, l lag/time, h input channel, o output channel, H d_model,
 n block (R = d_state), m sub-state (M = sub_state_dim).
@@ -38,6 +38,7 @@ from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_int
 
 MODES = ("neck", "pointwise", "dws", "full")
 MODE_ALIASES = {"pw": "pointwise", "s5": "pointwise"}
+CENTAURUS_METHODS = tuple(m for m in METHODS if m != "none")      # every §2 method for a continuous λ
 
 # Letters of one state and of the real input/output maps per mode (see the module table).
 EINSUM_LETTERS = {
@@ -90,8 +91,8 @@ def init_centaurus(d_model, d_state, sub_state_dim, mode, rng):
     shapes = mode_shapes(H, R, M, mode)
     blocks = shapes["state"][:-1] if mode != "pointwise" else (R,)        # blocks carrying their own M
     params = {
-        "A_re_raw": np.full(blocks + (M,), inverse_softplus(0.5)).reshape(shapes["state"]),
-        "A_im": np.broadcast_to(np.pi * np.arange(M), blocks + (M,)).reshape(shapes["state"]).copy(),
+        "A_re_raw": np.full(blocks + (M,), inverse_softplus(0.5)).reshape(shapes["state"]),              # (S...)
+        "A_im": np.broadcast_to(np.pi * np.arange(M), blocks + (M,)).reshape(shapes["state"]).copy(),  # (S...)
     }
     n_dt = {"neck": R, "pointwise": R, "dws": H, "full": H}[mode]     # Δ over blocks, channels or outputs
     log_dt = np.log(np.geomspace(1e-3, 1e-1, n_dt))                      # (n_dt,)
@@ -157,7 +158,7 @@ class Centaurus(Layer):
         self.sub_state_dim = check_positive_int(sub_state_dim, "sub_state_dim")
         self.mode = resolve_mode(mode)
         check_sizes(self.d_model, self.d_state, self.mode)
-        self.discretization = check_choice(discretization, "discretization", METHODS)
+        self.discretization = check_choice(discretization, "discretization", CENTAURUS_METHODS)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "sub_state_dim": self.sub_state_dim,
                        "mode": self.mode, "discretization": discretization, "seed": seed}
         self.shapes = mode_shapes(self.d_model, self.d_state, self.sub_state_dim, self.mode)

@@ -112,7 +112,7 @@ class LRU(Layer):
         check_method(method, time_invariant=tau is None and initial_state is None)
         h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state))
         log_lambda, B, C, D = self.system()
-        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac")                    # λ^τ: (N,) or (b, L, N)
+        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac", tau)                    # λ^τ: (N,) or (b, L, N)
         Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
         if method == "fft":
             y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
@@ -139,5 +139,5 @@ class LRU(Layer):
         log_lambda, B, C, D = self.system()
         Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac")                         # (N,)
         K = np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real             # (L, H, H)
-        pass
+        K[0] += np.diag(D)
         return K

@@ -146,7 +146,7 @@ class S5(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
         Lambda_bar = np.reshape(Lambda_bar, (-1, self.d_state))                      # (1 or b, N)
         gamma_bar = np.reshape(gamma_bar, (-1, self.d_state))                        # (1 or b, N)
-        new_state = Lambda_bar * state + np.einsum("nh,bh->bn", B, x[:, 0])   # (b, N)
+        new_state = Lambda_bar * state + gamma_bar * np.einsum("nh,bh->bn", B, x[:, 0])   # (b, N)
         y_t = self.kappa * np.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
         return y_t, new_state
 
