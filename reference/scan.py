@@ -16,7 +16,7 @@ Upstream: mamba.py `pscan` (Blelloch on time-major data); S5 `apply_ssm` (associ
 Glossary (SPEC §1): b batch, L length, N state channels.
 """
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 SCAN_METHODS = ("sequential", "numba", "blelloch", "hillis_steele", "chunked")
 
@@ -98,34 +98,112 @@ def scan_sequential(a, b, h0=None):
 
 
 @njit(cache=True, parallel=True)
-def _scan_kernel(a, b, h0, out):
-    """@njit twin of the loop on (P, L, Q) views; parallel over P, the inner loop over contiguous Q."""
+def _scan_kernel(a, b, h0, out, n_blocks, reverse):
+    """@njit twin of the loop on time-major (P, L, Q) arrays, Q contiguous; a (P|1, L|1, Q), h0 (P|1, Q).
+
+    Parallel over P × n_blocks slices of Q; each slice keeps its state in a small buffer and its inner
+    loop runs over contiguous Q (vectorised: one pass over memory). `reverse` runs t = L−1 … 0.
+    """
     P, L, Q = b.shape
-    a_varies_in_batch, a_varies_in_time, h0_varies = a.shape[0] > 1, a.shape[1] > 1, h0.shape[0] > 1
-    for p in prange(P):
-        p = np.int64(p)                    # Note: prange may yield an unsigned index; keep int64 arithmetic
-        pa = p if a_varies_in_batch else np.int64(0)
-        ph = p if h0_varies else np.int64(0)
-        for q in range(Q):
-            out[p, 0, q] = a[pa, 0, q] * h0[ph, q] + b[p, 0, q]
-        for t in range(1, L):
-            ta = t if a_varies_in_time else np.int64(0)
-            for q in range(Q):
-                out[p, t, q] = a[pa, ta, q] * out[p, t - 1, q] + b[p, t, q]
+    width, a_step = -(-Q // n_blocks), 1 if a.shape[1] > 1 else 0     # a_step: 0 when a is constant in time
+    for job in prange(P * n_blocks):
+        job = np.int64(job)                # Note: prange may yield an unsigned index; keep int64 arithmetic
+        p, q0 = job // n_blocks, (job % n_blocks) * width
+        q1 = min(Q, q0 + width)
+        a_p = a[p % a.shape[0]]                                                        # (L|1, Q)
+        state = h0[p % h0.shape[0], q0:q1].copy()                                      # (q1 − q0,)
+        for s in range(L):
+            t = L - 1 - s if reverse else s
+            a_t, b_t, out_t = a_p[t * a_step, q0:q1], b[p, t, q0:q1], out[p, t, q0:q1]
+            for q in range(q1 - q0):
+                state[q] = a_t[q] * state[q] + b_t[q]
+                out_t[q] = state[q]
     return out
 
 
-def scan_numba(a, b, h0=None, out=None):
-    """Same semantics as `scan_sequential`, compiled. Shapes as there; `out` may be preallocated."""
-    batch, L = b.shape[:2]
-    Q = int(np.prod(b.shape[2:], dtype=np.int64))
-    b3 = np.ascontiguousarray(b).reshape(batch, L, Q)                                  # (b, L, Q)
-    a_full = np.broadcast_to(a, (a.shape[0], a.shape[1]) + b.shape[2:])
-    a3 = np.ascontiguousarray(a_full).reshape(a.shape[0], a.shape[1], Q)              # (b|1, L|1, Q)
-    h03 = np.zeros((1, Q), b.dtype) if h0 is None else np.ascontiguousarray(h0).reshape(batch, Q)
-    out3 = np.empty_like(b3) if out is None else out.reshape(batch, L, Q)
-    _scan_kernel(a3, b3, h03, out3)
-    return out3.reshape(b.shape)
+@njit(cache=True, parallel=True)
+def _scan_kernel_time_last(a, b, h0, out, reverse):
+    """@njit twin of the loop on time-last (R, L) rows, L contiguous; a (R or a divisor of R, L|1), h0 (R|1,).
+
+    A row is one dependency chain, so one row at a time is latency-bound; each task advances two rows
+    at once (two independent chains in flight), parallel over row pairs. `reverse` runs t = L−1 … 0.
+    """
+    R, L = b.shape
+    a_step = 1 if a.shape[1] > 1 else 0                              # 0 when a is constant in time
+    for pair in prange((R + 1) // 2):
+        r0 = 2 * np.int64(pair)            # Note: prange may yield an unsigned index; keep int64 arithmetic
+        r1 = min(r0 + 1, R - 1)            # an odd last row is computed twice, identically
+        a0, a1 = a[r0 % a.shape[0]], a[r1 % a.shape[0]]                                # (L|1,)
+        x0, x1 = h0[r0 % h0.shape[0]], h0[r1 % h0.shape[0]]
+        for s in range(L):
+            t = L - 1 - s if reverse else s
+            x0 = a0[t * a_step] * x0 + b[r0, t]
+            x1 = a1[t * a_step] * x1 + b[r1, t]
+            out[r0, t] = x0
+            out[r1, t] = x1
+    return out
+
+
+def _time_is_contiguous(x):
+    """True when x (b, L, S...) is a view of C-ordered (b, S..., L) memory (time-last data)."""
+    return x.shape[1] > 1 and x.strides[1] == x.itemsize and np.moveaxis(x, 1, -1).flags.c_contiguous
+
+
+def scan_numba(a, b, h0=None, out=None, *, axis=1, keep_dtype=False, reverse=False):
+    """Same semantics as `scan_sequential`, compiled, in the fastest layout for the memory it gets.
+
+    a: broadcastable to b, right-aligned; b: (b, L, S...) with time on `axis`; h0: b's shape without
+    the time axis, or None; out: None or a preallocated array of b's shape and the result dtype.
+    Time-last memory (b, S..., L) runs the two-row kernel with L innermost, anything else the
+    time-major kernel (after a copy if b is not C-contiguous). Results are float64/complex128 as in
+    every reference method; keep_dtype=True computes in the inputs' own precision instead (float32 and
+    complex64 stay 32-bit: for benchmarks and the torch backend). reverse=True runs the recurrence
+    backwards, h_t = a_t h_{t+1} + b_t from t = L−1 with h_L = h0 (the adjoint's direction).
+    Returns h with b's shape and time on `axis` (`out` itself when given).
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    operands = (a, b) if h0 is None else (a, b, np.asarray(h0))
+    dtype = np.result_type(*operands, np.float32 if keep_dtype else np.float64)
+    if not keep_dtype:
+        dtype = np.dtype(np.complex128 if dtype.kind == "c" else np.float64)
+    if dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+        raise TypeError(f"scan_numba computes in float32/64 or complex64/128; the inputs promote to {dtype}")
+    try:
+        broadcast = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        broadcast = None
+    if b.ndim < 2 or broadcast != b.shape:
+        raise ValueError(f"a with shape {a.shape} must broadcast to b's shape {b.shape} (b, L, S...)")
+    if out is not None and (out.shape != b.shape or out.dtype != dtype):
+        raise ValueError(f"out must have b's shape {b.shape} and dtype {dtype}; got {out.shape} {out.dtype}")
+    a = a.reshape((1,) * (b.ndim - a.ndim) + a.shape).astype(dtype, copy=False)
+    a, b = np.moveaxis(a, axis, 1), np.moveaxis(b.astype(dtype, copy=False), axis, 1)  # (b|1, L|1, S...), (b, L, S...)
+    batch, L, S = b.shape[0], b.shape[1], b.shape[2:]
+    Q = int(np.prod(S, dtype=np.int64))
+    if h0 is not None and np.shape(h0) != (batch,) + S:
+        raise ValueError(f"h0 must have shape {(batch,) + S} (b without its time axis); got {np.shape(h0)}")
+    h0 = np.zeros((1, Q), dtype) if h0 is None else np.asarray(h0, dtype).reshape(batch, Q)  # (b|1, Q)
+    a = np.broadcast_to(a, a.shape[:2] + S)                                            # (b|1, L|1, S...)
+    target = None if out is None else np.moveaxis(out, axis, 1)                        # (b, L, S...)
+    if _time_is_contiguous(b):
+        in_place = target is not None and _time_is_contiguous(target)
+        h = np.moveaxis(target, 1, -1) if in_place else np.empty((batch,) + S + (L,), dtype)  # (b, S..., L)
+        a_rows = np.ascontiguousarray(np.moveaxis(a, 1, -1)).reshape(-1, a.shape[1])   # (b·Q | Q, L|1)
+        rows = np.moveaxis(b, 1, -1).reshape(batch * Q, L)                             # (b·Q, L), a view
+        _scan_kernel_time_last(a_rows, rows, h0.reshape(-1), h.reshape(batch * Q, L), reverse)
+        h = np.moveaxis(h, -1, 1)                                                      # (b, L, S...), a view
+    else:
+        in_place = target is not None and target.flags.c_contiguous
+        h = target if in_place else np.empty(b.shape, dtype)                           # (b, L, S...)
+        a3 = np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], Q)                # (b|1, L|1, Q)
+        b3 = np.ascontiguousarray(b).reshape(batch, L, Q)                              # (b, L, Q)
+        n_blocks = max(1, min(-(-2 * get_num_threads() // max(batch, 1)), Q // 16))   # ≥ 2 tasks a thread
+        _scan_kernel(a3, b3, h0, h.reshape(batch, L, Q), n_blocks, reverse)
+    if target is None:
+        return np.moveaxis(h, 1, axis)
+    if not in_place:
+        target[...] = h
+    return out
 
 
 # ----------------------------------------------------------------------------- associative forms

@@ -122,6 +122,21 @@ def final_state(states, lengths):
     return states[np.arange(states.shape[0]), lengths - 1]
 
 
+def final_state_by_convolution(state_kernel, drive, lengths):
+    """The state after the last valid step from the kernel view: x_T = Σ_l K_l ⊙ v_{T−l}.
+
+    state_kernel: (L, S...) the state's impulse response; drive: (b, L, S...) (or broadcastable) the
+    input it responds to; lengths: (b,) or None (then T = L − 1). Returns (b, S...).
+    """
+    L = state_kernel.shape[0]
+    batch = drive.shape[0]
+    last = np.full(batch, L - 1) if lengths is None else lengths - 1                     # (b,)
+    lag = last[:, None] - np.arange(L)                                                    # (b, L) lag of input s
+    K_at = state_kernel[np.clip(lag, 0, None)]                                            # (b, L, S...)
+    K_at = K_at * (lag >= 0).reshape(lag.shape + (1,) * (K_at.ndim - 2))
+    return (K_at * drive).sum(axis=1)
+
+
 def fft_causal_conv(K, u, subscripts):
     """Causal convolution y_t = Σ_{l<=t} K_l ⋆ u_{t−l} through FFTs padded to >= 2L − 1 (SPEC §4.6).
 

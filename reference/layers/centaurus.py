@@ -33,6 +33,7 @@ import numpy as np
 from ..discretize import METHODS, discretize
 from ..scan import scan
 from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps, check_lengths,
+                      final_state_by_convolution,
                       check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
                       final_state, powers)
 
@@ -128,21 +129,6 @@ def io_maps(params, mode, shapes):
     if mode == "full":
         return np.ones(state), params["E"]                                               # (H, H, M), (H, H, M)
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-
-
-def final_state_by_convolution(state_kernel, drive, lengths):
-    """The state after the last valid step from the kernel view: x_T = Σ_l K_l ⊙ v_{T−l}.
-
-    state_kernel: (L, S...) the state's impulse response; drive: (b, L, S...) (or broadcastable) the
-    input it responds to; lengths: (b,) or None (then T = L − 1). Returns (b, S...).
-    """
-    L = state_kernel.shape[0]
-    batch = drive.shape[0]
-    last = np.full(batch, L - 1) if lengths is None else lengths - 1                     # (b,)
-    lag = last[:, None] - np.arange(L)                                                    # (b, L) lag of input s
-    K_at = state_kernel[np.clip(lag, 0, None)]                                            # (b, L, S...)
-    K_at = K_at * (lag >= 0).reshape(lag.shape + (1,) * (K_at.ndim - 2))
-    return (K_at * drive).sum(axis=1)
 
 
 class Centaurus(Layer):

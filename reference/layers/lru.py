@@ -20,8 +20,7 @@ from ..init import check_real
 from ..scan import scan
 from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths,
                       check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
-                      final_state, powers)
-from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+                      final_state, final_state_by_convolution, powers)
 
 
 # ----------------------------------------------------------------------------- initialisers

@@ -25,19 +25,14 @@ Glossary (SPEC §1): b batch, l lag/time, h feature (H = d_model), n state (N = 
 m output channel (M = channels), o output feature.
 """
 import numpy as np
-from scipy.special import erf
 
 from ..discretize import DENSE_METHODS, check_method as check_discretization, discretize_dense
+from ..nn import gelu
 from ..init import check_dt_range, hippo_legs, log_uniform_dt
 from ..scan import scan_dense
 from ._common import (Layer, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input, fft_causal_conv, final_state)
-from .centaurus import final_state_by_convolution
-
-
-def gelu(z):
-    """Exact GELU, z·Φ(z) = ½ z (1 + erf(z/√2)), elementwise float64."""
-    return 0.5 * z * (1.0 + erf(z / np.sqrt(2.0)))
+                      check_positive_int, check_state, check_step_input, fft_causal_conv, final_state,
+                      final_state_by_convolution)
 
 
 def init_lssl(d_model, d_state, channels, dt_min, dt_max, rng):

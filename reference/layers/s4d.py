@@ -27,8 +27,7 @@ from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_unif
 from ..scan import scan
 from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
                       check_lengths, check_method, check_positive_int, check_state, check_step_input,
-                      fft_causal_conv, final_state, powers)
-from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+                      fft_causal_conv, final_state, final_state_by_convolution, powers)
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
 S4D_INITS = ("legs", "lin", "inv", "real")

@@ -28,8 +28,7 @@ from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, 
 from ..scan import scan
 from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
                       check_lengths, check_method, check_positive_int, check_state, check_step_input,
-                      fft_causal_conv, final_state, powers)
-from .centaurus import final_state_by_convolution  # Note: shared helper, candidate for _common
+                      fft_causal_conv, final_state, final_state_by_convolution, powers)
 
 S5_METHODS = tuple(m for m in METHODS if m != "none")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
