@@ -33,7 +33,12 @@ API = ("asarray", "to_numpy", "device_available", "discretize", "scan", "vjp", "
 class Backend:
     def __init__(self, name, device):
         module = importlib.import_module(name)
-        adapter = getattr(module, "testing", None)                  # a package may keep its adapter in .testing
+        try:                                                        # a package may keep its adapter in .testing
+            adapter = importlib.import_module(f"{name}.testing")
+        except ModuleNotFoundError as error:
+            if error.name != f"{name}.testing":
+                raise
+            adapter = None
         self.name, self.device = name, device
         self.api = {n: getattr(adapter, n, None) or getattr(module, n, None) for n in API}
         self.module = module

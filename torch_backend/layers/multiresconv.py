@@ -1,0 +1,132 @@
+"""MultiresConv: the multiresolution convolutional memory (Shi, Wang & Fox, ICML 2023) — SPEC §4.7, PyTorch mirror.
+
+Mirrors reference/layers/multiresconv.py name by name (STYLE 6); the equations, the read-out plan, the depth
+rule and the initialisation are the reference's (imported, never re-derived):
+
+    (g ⋆_d u)_t = Σ_{j<k} g_j · u_{t−j·d}        causal, u_{<0} = 0; taps in LAG order (tap j has lag j·d)
+    a⁽⁰⁾ = x;   for l = 1..J, d_l = 2^(l−1):   b⁽ˡ⁾ = g1 ⋆_{d_l} a⁽ˡ⁻¹⁾,   a⁽ˡ⁾ = g0 ⋆_{d_l} a⁽ˡ⁻¹⁾
+    fading   y_t = w₀·a⁽ᴶ⁾_t + Σ_l w_{J+1−l}·b⁽ˡ⁾_t + w_{J+1}·x_t
+    uniform  y_t = w₀·a⁽ᴶ⁾_t + Σ_l Σ_{i<n_l} w_{c_l+i}·b⁽ˡ⁾_{t−i·2^l} + w_m·x_t
+
+Differences from the reference, each for a reason:
+* the tree runs channels first, (b, H, L), with torch's depthwise conv1d — the layout conv1d wants (about
+  2× faster than the reference's shift-and-add on CPU); `tree` transposes once in and once out;
+* conv1d is a cross-correlation, so the lag-order taps are flipped before the call (the upstream code
+  stores its filters already flipped: its h0 is our g0 reversed);
+* precision follows the parameters (float32 by default, float64 after .double()).
+State: the last R − 1 = (k−1)(2^J − 1) inputs per channel — it grows with the receptive field, unlike an LRNN.
+Glossary (SPEC §1): b batch, L length, H d_model, l lag (in einsum strings); k kernel_size, J depth,
+R receptive field.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
+from ._common import (Layer, check_choice, check_input, check_lengths, check_method, check_positive_int,
+                      check_state, check_step_input, draw_seed, fft_causal_conv)
+
+
+# ----------------------------------------------------------------------------- the tree
+def causal_dilated_conv(u, g, dilation):
+    """(g ⋆_d u)_t = Σ_j g[:, j] · u_{t − j·d}, u_{<0} = 0. u (b, H, L), g (H, k) lag order. Returns (b, H, L)."""
+    # Note: channels first, and flipped taps: conv1d pairs weight tap i with u_{t − (k−1−i)·d} after (k−1)·d
+    # zeros on the left, so weight = g reversed gives lag order.
+    padded = F.pad(u, ((g.shape[1] - 1) * dilation, 0))                           # (b, H, (k − 1)d + L)
+    return F.conv1d(padded, g.flip(1)[:, None, :], dilation=dilation, groups=g.shape[0])  # (b, H, L)
+
+
+def multires_tree(x, g0, g1, depth):
+    """The undecimated tree: (a⁽ᴶ⁾ (b, H, L), [b⁽¹⁾, ..., b⁽ᴶ⁾] each (b, H, L)). Note: channels first."""
+    approximation, details = x, []
+    for l in range(1, depth + 1):
+        dilation = 2 ** (l - 1)
+        details.append(causal_dilated_conv(approximation, g1, dilation))           # b⁽ˡ⁾ (b, H, L)
+        approximation = causal_dilated_conv(approximation, g0, dilation)          # a⁽ˡ⁾ (b, H, L)
+    return approximation, details
+
+
+def read_memory(x, approximation, details, w, plan):
+    """y_t = w₀·a⁽ᴶ⁾_t + Σ_(l, n, c) Σ_{i<n} w_{c+i}·b⁽ˡ⁾_{t−i·2^l} + w_last·x_t. Returns (b, H, L) (channels first)."""
+    y = w[:, 0, None] * approximation + w[:, -1, None] * x                       # (b, H, L)
+    for l, count, column in plan:
+        y = y + causal_dilated_conv(details[l - 1], w[:, column:column + count], 2 ** l)
+    return y
+
+
+# ----------------------------------------------------------------------------- the layer
+class MultiresConv(Layer):
+    """Multiresolution convolution mixer (SPEC §4.7), depthwise over H channels; parameters g0, g1, w."""
+
+    reference_class = ReferenceMultiresConv
+    accepts_timesteps = False
+    methods = ("sequential", "fft")
+
+    def __init__(self, d_model, kernel_size=2, depth=None, max_len=1024, memory="fading", memory_size=None,
+                 seed=None):
+        super().__init__()
+        ref = ReferenceMultiresConv(d_model, kernel_size, depth, max_len, memory, memory_size, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.kernel_size, self.depth = ref.d_model, ref.kernel_size, ref.depth
+        self.plan, self.receptive_field = ref.plan, ref.receptive_field
+
+    def tree(self, x):
+        """The definition: tree then read-out. x (b, L, H) -> y (b, L, H)."""
+        # Note: one transpose in and one out; the tree itself runs channels first (see causal_dilated_conv).
+        u = x.transpose(1, 2)                                                      # (b, H, L)
+        approximation, details = multires_tree(u, self.g0, self.g1, self.depth)
+        return read_memory(u, approximation, details, self.w, self.plan).transpose(1, 2)
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                method="sequential", check_finite=True):
+        """x real (b, L, H) -> y (b, L, H); with return_state also the last R − 1 inputs (b, R − 1, H).
+
+        initial_state: the R − 1 inputs preceding x (oldest first), default zeros. With lengths the returned
+        history ends at x[:, len − 1]; valid outputs never depend on padding (the tree is causal), padded
+        positions hold whatever the padding gives.
+        """
+        check_no_timesteps(integration_timesteps, "integration_timesteps")
+        x = check_input(x, self.d_model, check_finite=check_finite, like=self)     # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
+        check_choice(method, "method", self.methods)
+        check_method(method, time_invariant=initial_state is None)
+        history = self.init_state(batch) if initial_state is None else self.check_history(initial_state, batch)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                  # (b, L, H)
+        else:
+            u = x if initial_state is None else torch.cat([history, x], dim=1)     # (b, R − 1 + L, H)
+            y = self.tree(u)[:, -L:]                                                # (b, L, H)
+        if not return_state:
+            return y
+        ends = torch.full((batch,), L, device=x.device) if lengths is None else lengths
+        u = torch.cat([history, x], dim=1)                                         # (b, R − 1 + L, H); x_t at t + R − 1
+        window = ends[:, None] + torch.arange(self.receptive_field - 1, device=x.device)  # (b, R − 1)
+        return y, u[torch.arange(batch, device=x.device)[:, None], window]          # (b, R − 1, H)
+
+    def init_state(self, batch):
+        """Zero input history, real (b, R − 1, H), oldest first."""
+        batch = check_positive_int(batch, "batch")
+        return torch.zeros((batch, self.receptive_field - 1, self.d_model), dtype=self.dtype, device=self.device)
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
+        check_no_timesteps(integration_timestep, "integration_timestep")
+        x, _ = check_step_input(x_t, self.d_model, like=self)                      # (b, 1, H)
+        window = torch.cat([self.check_history(state, x.shape[0], "state"), x], dim=1)  # (b, R, H)
+        K = self.kernel(self.receptive_field)                                      # (R, H) lag first
+        y_t = torch.einsum("lh,blh->bh", K.flip(0), window)                        # (b, H); window is oldest first
+        return y_t, window[:, 1:]
+
+    def kernel(self, L):
+        """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""
+        L = check_positive_int(L, "L")
+        impulse = torch.zeros((1, L, self.d_model), dtype=self.dtype, device=self.device)
+        impulse[:, 0] = 1.0
+        return self.tree(impulse)[0]                                               # (L, H)
+
+    def check_history(self, state, batch, name="initial_state"):
+        """A real input history (b, R − 1, H) in the module's dtype and device."""
+        if state.is_complex() if isinstance(state, torch.Tensor) else np.iscomplexobj(state):
+            raise TypeError(f"{name} must be real (MultiresConv's state is its input history); got a complex array")
+        return check_state(state, (batch, self.receptive_field - 1, self.d_model), self.dtype, name, like=self)
