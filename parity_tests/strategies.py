@@ -237,3 +237,24 @@ def lru_rings(draw):
         draw(st.one_of(st.just(0.0), st.floats(0.0, 0.999)))
     max_phase = draw(st.one_of(st.sampled_from([2 * np.pi, np.pi / 10]), st.floats(1e-3, 2 * np.pi)))
     return {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
+
+
+# ----------------------------------------------------------------------------- scan problems (test_torch_scan.py)
+def scan_problems(max_len=130):
+    """Keyword arguments of `scan_problem` plus a seed: LTI or time-varying, real or complex, with or without h0."""
+    return st.fixed_dictionaries({
+        "seed": seeds, "batch": batch_sizes, "L": sequence_lengths(max_len), "N": st.integers(1, 4),
+        "complex_": st.booleans(), "time_varying": st.booleans(), "with_h0": st.booleans(),
+    })
+
+
+def scan_problem(rng, batch, L, N, complex_=True, time_varying=True, with_h0=True):
+    """a ((b, L, N) or (N,)) with |a| < 1, b (b, L, N), h0 (b, N) or None; complex or real."""
+    shape = (batch, L, N) if time_varying else (N,)
+    if complex_:
+        a = stable_eigenvalues(rng, shape)
+        b = rng.normal(size=(batch, L, N)) + 1j * rng.normal(size=(batch, L, N))
+        h0 = rng.normal(size=(batch, N)) + 1j * rng.normal(size=(batch, N))
+    else:
+        a, b, h0 = rng.uniform(-0.99, 0.99, shape), rng.normal(size=(batch, L, N)), rng.normal(size=(batch, N))
+    return a, b, (h0 if with_h0 else None)
