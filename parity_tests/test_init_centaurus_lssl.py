@@ -9,7 +9,8 @@ from scipy.stats import norm
 
 from reference.layers import REGISTRY
 from reference.layers.centaurus import CENTAURUS_METHODS, MODES, Centaurus, inverse_softplus, softplus
-from reference.layers.lssl import LSSL, gelu
+from reference.layers.lssl import LSSL
+from reference.nn import gelu
 from parity_tests.strategies import CONTINUOUS_METHODS, batch_sizes, rng_from, seeds, sequence_lengths
 from parity_tests.tolerances import assert_close
 

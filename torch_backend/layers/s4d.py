@@ -1,0 +1,112 @@
+"""S4D — diagonal S4 (Gu, Gupta, Goel, Ré 2022, "On the Parameterization and Initialization of Diagonal
+State Space Models"), SPEC §4.5, PyTorch mirror of reference/layers/s4d.py (STYLE 6).
+
+Depthwise: every channel h has its own N complex modes (the other half of each conjugate pair is implicit).
+    λ_{h,n} = −exp(log_A_re) + i·A_im,     (Ā, γ̄) = discretize(λ, Δ_h, method, τ),   Δ_h = exp(log_dt_h)
+    x_{t,h,n} = Ā_{h,n} x_{t−1,h,n} + γ̄_{h,n} B_{h,n} u_{t,h}
+    y_{t,h} = 2·Re Σ_n C_{h,n} x_{t,h,n} + D_h u_{t,h}                  (κ = 2)
+Re λ = −exp(log_A_re) < 0 for every parameter value, so |Ā| < 1 for every method of SPEC §2.
+Initialisation (legs, lin, inv, real) and argument checks: the reference's; the reference layer is built
+with the same seed and its params copied. The `none` method is refused (λ is continuous).
+
+Differences from the reference, each for a reason:
+* precision follows the parameters (float32/complex64 by default, float64/complex128 after .double());
+* `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's default
+  is "sequential", the definition;
+* value checks (finite input, τ >= 0, lengths in range, Δ > 0) follow `check_finite` and are skipped while
+  torch.compile traces (see torch_backend/layers/_common.py).
+
+Upstream: state-spaces/s4 (`src/models/sequence/kernels/ssm.py` SSMKernelDiag, `dplr.py`, `hippo.py`) and
+its standalone `s4d.py`. Leaves out: the block around the kernel (GELU, GLU output, dropout), channels > 1,
+n_ssm tying, bandlimiting and the DSS discretisation.
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel); einsum b l h n.
+"""
+import torch
+
+from reference.layers.s4d import S4D as ReferenceS4D
+from ..discretize import discretize
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths, check_method,
+                      check_positive_int, check_state, check_step_input, draw_seed, fft_causal_conv, final_state,
+                      final_state_by_convolution, powers)
+
+
+# ----------------------------------------------------------------------------- the layer
+class S4D(Layer):
+    """Diagonal S4: x (b, L, H) real → y (b, L, H) in the module's dtype; complex state (b, H, N)."""
+
+    reference_class = ReferenceS4D
+    kappa = 2
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceS4D(d_model, d_state, init, discretization, dt_min, dt_max, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
+        self.state_shape = ref.state_shape
+
+    # --------------------------------------------------------------------- parameters → system
+    def system(self):
+        """(λ (H, N), Δ (H, 1), B (H, N), C (H, N) complex / real, D (H,))."""
+        # Note: the parameters are module attributes here (self.log_dt for the reference's p["log_dt"]).
+        Lambda = -torch.exp(self.log_A_re) + 1j * self.A_im                  # (H, N)
+        dt = torch.exp(self.log_dt)[:, None]                                  # (H, 1)
+        return Lambda, dt, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
+
+    def init_state(self, batch):
+        """Zero state (batch, H, N), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"),) + self.state_shape, dtype=self.complex_dtype,
+                           device=self.device)
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                return_state=False, method="auto", check_finite=True):
+        """y (b, L, H), or (y, final state (b, H, N) complex) with return_state=True.
+
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        Note: method defaults to "auto" (the fastest differentiable scan for the device); the
+        reference defaults to "sequential", the definition.
+        """
+        x = check_input(x, self.d_model, check_finite=check_finite, like=self)       # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
+        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, like=self)
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau,
+                                           check_values=check_finite)               # (H, N) or (b, L, H, N)
+        # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
+        Bu = torch.einsum("hn,blh->blhn", B, x.to(B.dtype))                          # (b, L, H, N)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                    # (b, L, H)
+            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, H, N)
+            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+        # ---- the recurrence
+        states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
+        y = self.kappa * torch.einsum("hn,blhn->blh", C, states).real + D * x        # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar = torch.reshape(Lambda_bar, (-1,) + self.state_shape)             # (1 or b, H, N)
+        gamma_bar = torch.reshape(gamma_bar, (-1,) + self.state_shape)               # (1 or b, H, N)
+        new_state = Lambda_bar * state + gamma_bar * torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))  # (b, H, N)
+        y_t = self.kappa * torch.einsum("hn,bhn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
+        return y_t, new_state
+
+    def kernel(self, L):
+        """K (L, H) real: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""
+        L = check_positive_int(L, "L")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (H, N)
+        K = self.kappa * torch.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real  # (L, H)
+        K[0] += D
+        return K

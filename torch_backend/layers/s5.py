@@ -1,0 +1,116 @@
+"""S5 — simplified state space layer (Smith, Warrington, Linderman 2023), with event streams (Event-SSM), SPEC §4.2,
+PyTorch mirror of reference/layers/s5.py (STYLE 6).
+
+    (Ā_t, γ̄_t) = discretize(Λ, Δ, method, τ_t),   Δ = step_rescale·exp(log_dt)        (SPEC §2)
+    x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B̃ u_t)
+    y_t = κ·Re(C̃ x_t) + D ⊙ u_t,    κ = 2 with conj_sym (one state per conjugate pair stored), else 1
+
+One class serves fixed-step sequences (τ = None) and event streams (integration_timesteps τ, the gap
+before each event; Schöne et al. 2024, "Scalable event-by-event processing ... with deep SSMs").
+Initialisation and argument checks: the reference's (block-diagonal HiPPO-N, C_init choices, blocks rule);
+the reference layer is built with the same seed and its params copied.
+clip_eigs clamps Re Λ ≤ −1e-4 in the forward pass (the parameters are left as they are).
+The `none` method is refused: Λ here is continuous-time, and using it as a discrete Ā would be unstable.
+
+Differences from the reference, each for a reason:
+* precision follows the parameters (float32/complex64 by default, float64/complex128 after .double());
+* `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's default
+  is "sequential", the definition;
+* value checks (finite input, τ >= 0, lengths in range, Δ > 0) follow `check_finite` and are skipped while
+  torch.compile traces (see torch_backend/layers/_common.py).
+
+Upstream: lindermanlab/S5 (`ssm.py` S5SSM, `ssm_init.py`); Event-SSM (`event_ssm/ssm.py`) for τ.
+Leaves out: the bidirectional variant, the surrounding block (norm, GLU, dropout) and per-block dt sharing.
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local state size; einsum b l h n o p.
+"""
+import torch
+
+from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
+from ..discretize import discretize
+from ..scan import scan
+from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths, check_method,
+                      check_positive_int, check_state, check_step_input, draw_seed, fft_causal_conv, final_state,
+                      final_state_by_convolution, powers)
+
+
+# ----------------------------------------------------------------------------- the layer
+class S5(Layer):
+    """S5 / event S5: x (b, L, H) real → y (b, L, H) in the module's dtype; complex state (b, N)."""
+
+    reference_class = ReferenceS5
+    methods = LAYER_METHODS
+
+    def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
+                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceS5(d_model, d_state, discretization, conj_sym, blocks, dt_min, dt_max, step_rescale, C_init,
+                          clip_eigs, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
+        self.kappa = ref.kappa
+
+    # --------------------------------------------------------------------- parameters → system
+    def system(self):
+        """(Λ (N,), Δ (N,), B̃ (N, H), C̃ (H, N) complex / real, D (H,)); clip_eigs applied to Re Λ."""
+        # Note: the parameters are module attributes here (self.log_dt for the reference's p["log_dt"]).
+        Lambda_re = torch.clamp(self.Lambda_re, max=CLIP_RE) if self.config["clip_eigs"] else self.Lambda_re
+        Lambda = Lambda_re + 1j * self.Lambda_im                             # (N,)
+        dt = self.config["step_rescale"] * torch.exp(self.log_dt)            # (N,)
+        return Lambda, dt, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
+
+    def init_state(self, batch):
+        """Zero state (batch, N), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"), self.d_state), dtype=self.complex_dtype,
+                           device=self.device)
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                return_state=False, method="auto", check_finite=True):
+        """y (b, L, H), or (y, final state (b, N) complex) with return_state=True.
+
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        Note: method defaults to "auto" (the fastest differentiable scan for the device); the
+        reference defaults to "sequential", the definition.
+        """
+        x = check_input(x, self.d_model, check_finite=check_finite, like=self)       # (b, L, H)
+        batch, L, _ = x.shape
+        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
+        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
+        check_method(method, time_invariant=tau is None and initial_state is None)
+        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state), like=self)
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau,
+                                           check_values=check_finite)               # (N,) or (b, L, N)
+        # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
+        Bu = torch.einsum("nh,blh->bln", B, x.to(B.dtype))                           # (b, L, N)
+        if method == "fft":
+            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
+            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, N)
+            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+        # ---- the recurrence
+        states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
+        y = self.kappa * torch.einsum("hn,bln->blh", C, states).real + D * x         # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar = torch.reshape(Lambda_bar, (-1, self.d_state))                   # (1 or b, N)
+        gamma_bar = torch.reshape(gamma_bar, (-1, self.d_state))                     # (1 or b, N)
+        new_state = Lambda_bar * state + gamma_bar * torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))  # (b, N)
+        y_t = self.kappa * torch.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
+        return y_t, new_state
+
+    def kernel(self, L):
+        """K (L, H_out, H_in) real: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""
+        L = check_positive_int(L, "L")
+        Lambda, dt, B, C, D = self.system()
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (N,)
+        K = self.kappa * torch.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real  # (L, H, H)
+        K[0] += torch.diag(D)
+        return K
