@@ -1,18 +1,39 @@
-"""All hypothesis strategies of the suite, in one module (STYLE 8)."""
+"""All hypothesis strategies of the suite, in one module (STYLE 8).
+
+Under the thorough profile (`--profile thorough` or LRNN_PROFILE=thorough) sequences get longer (up to
+16 384 steps where a test allows a few hundred), batches and widths larger; the CI profile keeps them small.
+"""
+import os
+
 import numpy as np
 from hypothesis import strategies as st
+
+THOROUGH = os.environ.get("LRNN_PROFILE", "ci") == "thorough"
+LONG_LENGTHS = (1023, 1024, 4097, 16384)              # only drawn under the thorough profile
 
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 31, 61, 127, 251)
 POWERS_OF_TWO_NEAR = tuple(sorted({n for k in range(1, 9) for n in (2 ** k - 1, 2 ** k, 2 ** k + 1) if n >= 1}))
 
 
 def sequence_lengths(max_len=300):
-    """L >= 1 with 1, primes and 2^k ± 1 favoured, then anything up to max_len."""
+    """L >= 1 with 1, primes and 2^k ± 1 favoured, then anything up to max_len.
+
+    Thorough profile: max_len × 4, plus lengths up to 16 384 for tests that allow >= 100 steps."""
+    if THOROUGH:
+        max_len *= 4
     special = [1] + [n for n in PRIMES + POWERS_OF_TWO_NEAR if n <= max_len]
-    return st.one_of(st.sampled_from(sorted(set(special))), st.integers(1, max_len))
+    lengths = st.one_of(st.sampled_from(sorted(set(special))), st.integers(1, max_len))
+    if THOROUGH and max_len >= 400:
+        lengths = st.one_of(lengths, st.sampled_from(LONG_LENGTHS))
+    return lengths
 
 
-batch_sizes = st.integers(1, 3)
+def widths(ci_max):
+    """A width (d_model, d_state, ...) in [1, ci_max], three times larger under the thorough profile."""
+    return st.integers(1, ci_max * (3 if THOROUGH else 1))
+
+
+batch_sizes = st.integers(1, 6 if THOROUGH else 3)
 seeds = st.integers(0, 2 ** 32 - 1)
 
 
@@ -67,18 +88,18 @@ class LayerConfig:
 
 def _lru_configs():
     return st.fixed_dictionaries({
-        "d_model": st.integers(1, 4), "d_state": st.integers(1, 6),
+        "d_model": widths(4), "d_state": widths(6),
         "r_min": st.sampled_from([0.0, 0.4]), "r_max": st.sampled_from([0.9, 0.99, 1.0]),
         "max_phase": st.sampled_from([2 * np.pi, np.pi / 10]), "seed": seeds})
 
 
 @st.composite
 def _s5_configs(draw):
-    d_state = draw(st.integers(1, 6))
+    d_state = draw(widths(6))
     conj_sym = draw(st.booleans())
     # block size b = (2N if conj_sym else N) / blocks, and b must be even under conj_sym: blocks | N
     blocks = draw(st.sampled_from([k for k in range(1, d_state + 1) if d_state % k == 0]))
-    return {"d_model": draw(st.integers(1, 4)), "d_state": d_state,
+    return {"d_model": draw(widths(4)), "d_state": d_state,
             "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "conj_sym": conj_sym,
             "blocks": blocks, "step_rescale": draw(st.sampled_from([1.0, 0.5])),
             "C_init": draw(st.sampled_from(["trunc_standard_normal", "lecun_normal", "complex_normal"])),
@@ -87,7 +108,7 @@ def _s5_configs(draw):
 
 def _s4d_configs():
     return st.fixed_dictionaries({
-        "d_model": st.integers(1, 4), "d_state": st.integers(1, 6),
+        "d_model": widths(4), "d_state": widths(6),
         "init": st.sampled_from(["legs", "lin", "inv", "real"]),
         "discretization": st.sampled_from(CONTINUOUS_METHODS), "seed": seeds})
 
