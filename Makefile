@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml constraints
 	touch $@
 
 book: $(BIN)/.installed
-	$(BIN)/jupyter-book build book --all -W -n --keep-going
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter-book build book --all -W -n --keep-going
 	@echo "The book is at book/_build/html/index.html"
 
 test: $(BIN)/.installed
