@@ -18,6 +18,7 @@ from parity_tests.strategies import classifier_configs, classifier_inputs, pooli
 from parity_tests.test_classifier import INVALID_CONFIGS, small
 from parity_tests.test_parity import _finite_difference
 from reference.classifier import Classifier
+from reference.layers import REGISTRY
 from reference.pooling import FINAL_MODES, INTERMEDIATE_MODES, final_pool, pool
 
 POOLING_MODES = tuple(m for m in INTERMEDIATE_MODES if m != "none")
@@ -208,3 +209,20 @@ def test_torch_compile_classifier_matches_eager(backend):
     eager = model(x, lengths, tau).detach().numpy()
     check(compiled(x, lengths, tau).detach().numpy(), eager, dtype="float32", subject="Classifier",
           prop="torch.compile == eager")
+
+
+@pytest.mark.parametrize("name", ["LRU", "S5", "MultiresConv"])
+def test_torch_compile_layer_matches_eager(backend, name):
+    """Smoke test: one layer under torch.compile (one graph, with lengths and τ where it takes them) == eager."""
+    config = {"LRU": {"d_state": 3}, "S5": {"d_state": 4, "conj_sym": True}, "MultiresConv": {"max_len": 16}}[name]
+    reference = REGISTRY[name](d_model=3, seed=5, **config)
+    torch, model = torch_twin(backend, reference)
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available")
+    model = model.float()
+    rng = rng_from(6)
+    x = torch.as_tensor(rng.normal(size=(2, 11, 3)), dtype=torch.float32)
+    tau = torch.as_tensor(rng.uniform(0, 2, (2, 11)), dtype=torch.float32) if getattr(reference, "accepts_timesteps", True) else None
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    check(compiled(x, integration_timesteps=tau).detach().numpy(), model(x, integration_timesteps=tau).detach().numpy(),
+          dtype="float32", subject=name, prop="torch.compile == eager")
