@@ -86,9 +86,21 @@ def run_checks(*checks):
     import functools
     for check in checks:
         if isinstance(check, functools.partial):
-            arguments = [repr(a) for a in check.args] + [f"{k}={v!r}" for k, v in check.keywords.items()]
+            arguments = [_label(a) for a in check.args] + [f"{k}={_label(v)}" for k, v in check.keywords.items()]
             name = f"{check.func.__module__}.{check.func.__name__}({', '.join(arguments)})"
         else:
             name = f"{check.__module__}.{check.__name__}"
         check()
         print(f"passed  {name}")
+
+
+def _label(value):
+    """How run_checks prints an argument: a parity backend by its module name, anything else by repr."""
+    return getattr(value, "name", None) if type(value).__name__ == "Backend" else repr(value)
+
+
+def parity_backend(name="torch_backend", device="cpu"):
+    """The parity suite's `backend` fixture outside pytest: the implementation under test (default torch_backend)."""
+    from parity_tests import backend
+    backend.configure(name, device)
+    return backend.current()

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference.scan import SCAN_METHODS, combine, scan, scan_dense, scan_reverse, scan_vjp
+from reference.scan import SCAN_METHODS, combine, scan, scan_dense, scan_reverse, scan_vjp, scan_vjp_numba
 from parity_tests.strategies import batch_sizes, rng_from, seeds, sequence_lengths, stable_eigenvalues
 from parity_tests.tolerances import FD_STEP, FD_TOLERANCE, assert_close
 
@@ -190,6 +190,25 @@ def test_vjp_equals_torch_autograd(seed, L, complex_, time_varying):
     grads = scan_vjp(a, b, h0, scan(a, b, h0), G)
     for ours, theirs in zip(grads, (a_t.grad, b_t.grad, h0_t.grad)):
         assert_close(ours, theirs.numpy())
+
+
+@given(problem=problems, time_last=st.booleans(), batch_broadcast=st.booleans())
+def test_compiled_vjp_equals_the_written_one(problem, time_last, batch_broadcast):
+    """scan_vjp_numba (λ and ∂a in one pass, both memory layouts) == scan_vjp, for every broadcast of a."""
+    rng = rng_from(problem.pop("seed"))
+    a, b, h0 = random_problem(rng, **problem)
+    if batch_broadcast and problem["time_varying"]:
+        a = a[:1]                                                                   # (1, L, N)
+    G = rng.normal(size=b.shape) + (1j * rng.normal(size=b.shape) if problem["complex_"] else 0)
+    h = scan(a, b, h0)
+    if time_last:                                                                   # (b, L, N) views of (b, N, L) memory
+        h, G = (np.moveaxis(np.ascontiguousarray(np.moveaxis(v, 1, -1)), -1, 1) for v in (h, G))
+    for ours, written in zip(scan_vjp_numba(a, b, h0, h, G), scan_vjp(a, b, h0, h, G)):
+        if written is None:
+            assert ours is None
+        else:
+            assert ours.shape == written.shape and ours.dtype == written.dtype
+            assert_close(ours, written)
 
 
 def test_numba_disabled_gives_the_same_results():

@@ -133,7 +133,7 @@ def _scan_kernel_time_last(a, b, h0, out, reverse):
     a_step = 1 if a.shape[1] > 1 else 0                              # 0 when a is constant in time
     for group in prange((R + 3) // 4):
         r0 = 4 * np.int64(group)           # Note: prange may yield an unsigned index; keep int64 arithmetic
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)   # a short last group repeats its last row
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)   # a short last group repeats row R−1
         a0, a1, a2, a3 = a[r0 % a.shape[0]], a[r1 % a.shape[0]], a[r2 % a.shape[0]], a[r3 % a.shape[0]]  # (L|1,)
         x0, x1, x2, x3 = h0[r0 % h0.shape[0]], h0[r1 % h0.shape[0]], h0[r2 % h0.shape[0]], h0[r3 % h0.shape[0]]
         for s in range(L):
@@ -183,7 +183,7 @@ def scan_numba(a, b, h0=None, out=None, *, axis=1, keep_dtype=False, reverse=Fal
     if b.ndim < 2 or broadcast != b.shape:
         raise ValueError(f"a with shape {a.shape} must broadcast to b's shape {b.shape} (b, L, S...)")
     if not -b.ndim <= axis < b.ndim or axis % b.ndim == 0:
-        raise ValueError(f"axis must name a time axis other than the batch axis 0 of b with shape {b.shape}; got {axis}")
+        raise ValueError(f"axis must name a time axis other than the batch axis 0 of b {b.shape}; got {axis}")
     if out is not None and (out.shape != b.shape or out.dtype != dtype):
         raise ValueError(f"out must have b's shape {b.shape} and dtype {dtype}; got {out.shape} {out.dtype}")
     a = a.reshape((1,) * (b.ndim - a.ndim) + a.shape).astype(dtype, copy=False)
@@ -361,3 +361,103 @@ def scan_vjp(a, b, h0, h, grad_h):
         a_in.reshape((1,) * (b_in.ndim - a_in.ndim) + a_in.shape), b_in.shape)[:, 0]) * lam[:, 0]
     real = lambda g, x: g if g is None or np.iscomplexobj(x) else g.real                # noqa: E731
     return real(grad_a, a_in), real(grad_b, b_in), real(grad_h0, h0)
+
+
+# ----------------------------------------------------------------------------- the adjoint, compiled
+@njit(cache=True, parallel=True)
+def _vjp_kernel(a, h0, h, g, lam, grad_a):
+    """@njit twin of `scan_vjp` on time-major (P, L, Q) arrays: one backward pass writes λ and ∂a.
+    a (P|1, L|1, Q), h0 (P|1, Q), h, g, lam (P, L, Q), grad_a (P, L|1, Q): summed over time in
+    place when a is constant in time (each p owns its rows, so no races)."""
+    P, L, Q = g.shape
+    a_step = 1 if a.shape[1] > 1 else 0
+    for p in prange(P):
+        p = np.int64(p)
+        a_p, h0_p = a[p % a.shape[0]], h0[p % h0.shape[0]]                             # (L|1, Q), (Q,)
+        grad_a[p] = 0
+        lam_next = np.zeros(Q, g.dtype)                                                # λ_{t+1}; λ_L = 0
+        for s in range(L):
+            t = L - 1 - s
+            a_next = a_p[min(t + 1, L - 1) * a_step]                                   # unused at t = L−1
+            h_prev = h[p, t - 1] if t > 0 else h0_p
+            g_t, lam_t, grad_a_t = g[p, t], lam[p, t], grad_a[p, t * a_step]
+            for q in range(Q):
+                lam_next[q] = g_t[q] + np.conj(a_next[q]) * lam_next[q]
+                lam_t[q] = lam_next[q]
+                grad_a_t[q] += lam_next[q] * np.conj(h_prev[q])
+    return lam, grad_a
+
+
+@njit(cache=True, parallel=True)
+def _vjp_kernel_time_last(a, h0, h, g, lam, grad_a):
+    """@njit twin of `scan_vjp` on time-last (R, L) rows, four rows per task as in the forward kernel.
+    a (R or a divisor of R, L|1), h0 (R|1,), h, g, lam (R, L), grad_a (R, L|1). A short last group
+    repeats row R−1, so every write is an assignment (sums over time live in locals)."""
+    R, L = g.shape
+    a_step = 1 if a.shape[1] > 1 else 0
+    for group in prange((R + 3) // 4):
+        r0 = 4 * np.int64(group)
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        a0, a1, a2, a3 = a[r0 % a.shape[0]], a[r1 % a.shape[0]], a[r2 % a.shape[0]], a[r3 % a.shape[0]]  # (L|1,)
+        l0 = l1 = l2 = l3 = g[r0, 0] * 0                                                 # λ_L = 0
+        s0 = s1 = s2 = s3 = g[r0, 0] * 0                                                 # Σ_t ∂a_t
+        for s in range(L):
+            t = L - 1 - s
+            tn = min(t + 1, L - 1) * a_step
+            l0 = g[r0, t] + np.conj(a0[tn]) * l0
+            l1 = g[r1, t] + np.conj(a1[tn]) * l1
+            l2 = g[r2, t] + np.conj(a2[tn]) * l2
+            l3 = g[r3, t] + np.conj(a3[tn]) * l3
+            lam[r0, t], lam[r1, t], lam[r2, t], lam[r3, t] = l0, l1, l2, l3
+            if t > 0:
+                d0, d1 = l0 * np.conj(h[r0, t - 1]), l1 * np.conj(h[r1, t - 1])
+                d2, d3 = l2 * np.conj(h[r2, t - 1]), l3 * np.conj(h[r3, t - 1])
+            else:
+                d0, d1 = l0 * np.conj(h0[r0 % h0.shape[0]]), l1 * np.conj(h0[r1 % h0.shape[0]])
+                d2, d3 = l2 * np.conj(h0[r2 % h0.shape[0]]), l3 * np.conj(h0[r3 % h0.shape[0]])
+            if a_step:
+                grad_a[r0, t], grad_a[r1, t], grad_a[r2, t], grad_a[r3, t] = d0, d1, d2, d3
+            else:
+                s0, s1, s2, s3 = s0 + d0, s1 + d1, s2 + d2, s3 + d3
+        if not a_step:
+            grad_a[r0, 0], grad_a[r1, 0], grad_a[r2, 0], grad_a[r3, 0] = s0, s1, s2, s3
+    return lam, grad_a
+
+
+def scan_vjp_numba(a, b, h0, h, grad_h, *, keep_dtype=False):
+    """`scan_vjp` compiled: λ and ∂a in one backward pass (the torch backend's backward on CPU).
+
+    Same arguments and results as `scan_vjp` (time axis 1); keep_dtype=True computes in the inputs'
+    own precision as in `scan_numba`. Time-last memory of h and grad_h runs the four-row kernel,
+    anything else the time-major one (after a copy if not C-contiguous).
+    """
+    a_in, b_in, h, g = np.asarray(a), np.asarray(b), np.asarray(h), np.asarray(grad_h)
+    dtype = np.result_type(a_in, b_in, h, g, *(() if h0 is None else (np.asarray(h0),)), np.float32)
+    if not keep_dtype:
+        dtype = np.dtype(np.complex128 if dtype.kind == "c" else np.float64)
+    if h.shape != b_in.shape or g.shape != b_in.shape or b_in.ndim < 2:
+        raise ValueError(f"h and grad_h must have b's shape {b_in.shape} (b, L, S...); got {h.shape} and {g.shape}")
+    a = a_in.reshape((1,) * (b_in.ndim - a_in.ndim) + a_in.shape).astype(dtype, copy=False)  # (b|1, L|1, S...)
+    batch, L, S = b_in.shape[0], b_in.shape[1], b_in.shape[2:]
+    Q = int(np.prod(S, dtype=np.int64))
+    a = np.broadcast_to(a, a.shape[:2] + S)                                            # (b|1, L|1, S...)
+    h, g = h.astype(dtype, copy=False), g.astype(dtype, copy=False)
+    h0_rows = np.zeros((1, Q), dtype) if h0 is None else np.asarray(h0, dtype).reshape(batch, Q)  # (b|1, Q)
+    if _time_is_contiguous(h) and _time_is_contiguous(g):
+        lam = np.empty((batch,) + S + (L,), dtype)                                     # (b, S..., L)
+        grad_a = np.empty((batch,) + S + (a.shape[1],), dtype)                         # (b, S..., L|1)
+        a_rows = np.ascontiguousarray(np.moveaxis(a, 1, -1)).reshape(-1, a.shape[1])   # (b·Q | Q, L|1)
+        _vjp_kernel_time_last(a_rows, h0_rows.reshape(-1), np.moveaxis(h, 1, -1).reshape(batch * Q, L),
+                              np.moveaxis(g, 1, -1).reshape(batch * Q, L), lam.reshape(batch * Q, L),
+                              grad_a.reshape(batch * Q, a.shape[1]))
+        lam, grad_a = np.moveaxis(lam, -1, 1), np.moveaxis(grad_a, -1, 1)              # (b, L, S...) views
+    else:
+        lam = np.empty(b_in.shape, dtype)                                              # (b, L, S...)
+        grad_a = np.empty((batch, a.shape[1]) + S, dtype)                              # (b, L|1, S...)
+        _vjp_kernel(np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], Q), h0_rows,
+                    np.ascontiguousarray(h).reshape(batch, L, Q), np.ascontiguousarray(g).reshape(batch, L, Q),
+                    lam.reshape(batch, L, Q), grad_a.reshape(batch, a.shape[1], Q))
+    grad_a = grad_a if grad_a.shape == a_in.shape else _unbroadcast(grad_a, a_in.shape)
+    grad_h0 = None if h0 is None else np.conj(a[:, 0]) * lam[:, 0]
+    real = lambda g, x: g if g is None or np.iscomplexobj(x) else g.real                # noqa: E731
+    return real(grad_a, a_in), real(lam, b_in), real(grad_h0, h0)

@@ -179,20 +179,33 @@ class Layer:
         return layer
 
     def save(self, path):
-        """Write config and params to an .npz file."""
-        np.savez(path, __config__=json.dumps(self.config), **self.params)
+        """Write config, class name and params to an .npz file (either backend loads it)."""
+        np.savez(path, __config__=json.dumps(self.config), __class__=type(self).__name__, **self.params)
 
     @classmethod
     def load(cls, path):
         """Read a layer written by `save`; a file from another configuration raises naming the parameter."""
-        with np.load(path) as data:
-            config = json.loads(str(data["__config__"]))
-            params = {k: data[k] for k in data.files if k != "__config__"}
+        config, params = read_saved(path, cls.__name__)
         return cls.from_params(config, params)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
+
+
+def read_saved(path, class_name):
+    """(config, params) from an .npz file written by `save`; a file saved from another layer class
+    raises ValueError naming both classes."""
+    with np.load(path) as data:
+        if "__config__" not in data.files:
+            raise ValueError(f"{path} was not written by Layer.save: it has no __config__ entry")
+        saved_class = str(data["__class__"]) if "__class__" in data.files else class_name
+        if saved_class != class_name:
+            raise ValueError(f"{path} holds a {saved_class} layer; load it with {saved_class}.load, "
+                             f"not {class_name}.load")
+        config = json.loads(str(data["__config__"]))
+        params = {k: data[k] for k in data.files if k not in ("__config__", "__class__")}
+    return config, params
 
 
 def check_params(params, expected, owner="layer"):

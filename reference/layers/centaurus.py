@@ -145,6 +145,8 @@ class Centaurus(Layer):
         self.mode = resolve_mode(mode)
         check_sizes(self.d_model, self.d_state, self.mode)
         self.discretization = check_choice(discretization, "discretization", CENTAURUS_METHODS)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "sub_state_dim": self.sub_state_dim,
                        "mode": self.mode, "discretization": discretization, "seed": seed}
         self.shapes = mode_shapes(self.d_model, self.d_state, self.sub_state_dim, self.mode)

@@ -75,6 +75,8 @@ class LSSL(Layer):
         if not isinstance(learn_A, (bool, np.bool_)):
             raise TypeError(f"learn_A must be a bool; got {learn_A!r}")
         self.learn_A = bool(learn_A)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
         self.frozen = ("B",) if self.learn_A else ("A", "B")     # params a trainer keeps fixed (torch buffers)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "channels": self.channels,
                        "dt_min": dt_min, "dt_max": dt_max, "discretization": discretization,

@@ -149,6 +149,8 @@ class MultiresConv(Layer):
         self.depth = multires_depth(self.kernel_size, max_len) if depth is None else check_positive_int(depth, "depth")
         self.plan, width = readout_plan(self.kernel_size, self.depth, memory, memory_size)
         self.receptive_field = receptive_field(self.kernel_size, self.depth)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
         self.config = {"d_model": self.d_model, "kernel_size": self.kernel_size, "depth": self.depth,
                        "max_len": max_len, "memory": memory, "memory_size": memory_size, "seed": seed}
         rng = np.random.default_rng(seed)

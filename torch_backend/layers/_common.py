@@ -20,7 +20,7 @@ import json
 import numpy as np
 import torch
 
-from reference.layers._common import check_choice, check_params, check_positive_int
+from reference.layers._common import check_choice, check_params, check_positive_int, read_saved
 from ..discretize import check_timesteps, checking_values
 from ..scan import SCAN_METHODS
 
@@ -62,6 +62,8 @@ def _as_module_tensor(value, name, like, allow_complex=False):
                             f"convert it with .to({dtype}) or convert the module (.double(), .float())")
     else:
         value = torch.as_tensor(np.asarray(value), device=device)
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)  # NumPy arrays arrive in float64; compute in the module's precision
     if value.dtype == torch.bool or (value.is_complex() and not allow_complex):
         raise TypeError(f"{name} must be a real floating-point array; got dtype {value.dtype}")
     if not (value.is_floating_point() or value.is_complex()):
@@ -339,14 +341,12 @@ class Layer(torch.nn.Module):
 
     def save(self, path):
         """Write config and params to an .npz file in the reference's format (either backend loads it)."""
-        np.savez(path, __config__=json.dumps(self.config), **self.params())
+        np.savez(path, __config__=json.dumps(self.config), __class__=self.reference_class.__name__, **self.params())
 
     @classmethod
     def load(cls, path, dtype=None, device=None):
         """Read a layer written by `save` of either backend (float64 unless `dtype` is given)."""
-        with np.load(path) as data:
-            config = json.loads(str(data["__config__"]))
-            params = {k: data[k] for k in data.files if k != "__config__"}
+        config, params = read_saved(path, cls.reference_class.__name__)
         return cls.from_params(config, params, dtype=dtype, device=device)
 
     # --------------------------------------------------------------------- conveniences
