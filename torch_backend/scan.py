@@ -133,11 +133,14 @@ def scan(a, b, h0=None, *, method="auto", axis=1, chunk=None):
 
 # ----------------------------------------------------------------------------- the definition
 def scan_sequential(a, b, h0=None):
-    """The definition: a loop over t (autograd records every step). a (b|1, L|1, S...), b (b, L, S...)."""
-    state = torch.zeros_like(b[:, 0]) if h0 is None else h0                       # (b, S...)
+    """The definition: a loop over t (autograd records every step). a (b|1, L|1, S...), b (b, L, S...).
+    Note: the time steps are taken with one `unbind` each: indexing a[:, t] inside the loop would make
+    the backward write L full-size gradients (quadratic in L); unbind's backward stacks them once."""
+    a_steps, b_steps = a.unbind(1), b.unbind(1)                                     # L × (b|1, S...), L × (b, S...)
+    state = torch.zeros_like(b_steps[0]) if h0 is None else h0                      # (b, S...)
     states = []
-    for t in range(b.shape[1]):
-        state = a[:, min(t, a.shape[1] - 1)] * state + b[:, t]
+    for t, b_t in enumerate(b_steps):
+        state = a_steps[min(t, len(a_steps) - 1)] * state + b_t
         states.append(state)
     return torch.stack(states, dim=1)                                               # (b, L, S...)
 
