@@ -424,21 +424,29 @@ def scan_vjp(a, b, h0, h, grad_h, *, method="auto"):
 def scan_dense(A, b, h0=None):
     """h_t = A_t h_{t−1} + b_t with matrix transitions; combine is (A_j A_i, A_j b_i + b_j).
 
-    A: (N, N) or (b, L, N, N); b: (b, L, N); h0: (b, N) or None. Returns h (b, L, N); autograd
-    records the loop (LSSL is the dense original, kept for teaching, not for speed).
+    A: (N, N) or (b, L, N, N); b: (b, L, N); h0: (b, N) or None. Returns h (b, L, N). Any trailing
+    axes S... between L and N scan independently (one matmul a step for all of them): b (b, L, S..., N)
+    with A (S..., N, N) or (b, L, S..., N, N). Autograd records the loop; the time steps are taken
+    with `unbind` so that its backward stays linear in L.
     """
     A, b = _check_tensor(A, "A"), _check_tensor(b, "b")
     dtype = torch.promote_types(A.dtype, b.dtype)
     A, b = A.to(dtype), b.to(dtype)
-    if b.ndim != 3 or b.shape[1] == 0:
+    if b.ndim < 3 or b.shape[1] == 0:
         raise ValueError(f"b must have shape (b, L, N) with L >= 1; got {tuple(b.shape)}")
-    N = b.shape[2]
-    if tuple(A.shape) not in ((N, N), tuple(b.shape) + (N,)):
-        raise ValueError(f"A must have shape ({N}, {N}) or {tuple(b.shape) + (N,)}; got {tuple(A.shape)}")
-    A = torch.broadcast_to(A, b.shape + (N,))                                       # (b, L, N, N)
-    state = torch.zeros_like(b[:, 0]) if h0 is None else h0.to(dtype)               # (b, N)
+    N = b.shape[-1]
+    constant, per_step = tuple(b.shape[2:]) + (N,), tuple(b.shape) + (N,)
+    if tuple(A.shape) not in (constant, per_step):
+        raise ValueError(f"A must have shape {constant} or {per_step}; got {tuple(A.shape)}")
+    b_steps = b.unbind(1)                                                           # L × (b, S..., N)
+    state = torch.zeros_like(b_steps[0]) if h0 is None else h0.to(dtype)           # (b, S..., N)
     states = []
-    for t in range(b.shape[1]):
-        state = torch.einsum("bnm,bm->bn", A[:, t], state) + b[:, t]
-        states.append(state)
-    return torch.stack(states, dim=1)                                               # (b, L, N)
+    if tuple(A.shape) == per_step:
+        for A_t, b_t in zip(A.unbind(1), b_steps):                                  # A_t (b, S..., N, N)
+            state = (A_t @ state[..., None])[..., 0] + b_t
+            states.append(state)
+    else:                                                                           # the batch as matmul columns
+        for b_t in b_steps:
+            state = (A @ state.movedim(0, -1)).movedim(-1, 0) + b_t                 # (S..., N, b) -> (b, S..., N)
+            states.append(state)
+    return torch.stack(states, dim=1)                                               # (b, L, S..., N)
