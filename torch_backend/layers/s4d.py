@@ -67,24 +67,37 @@ class S4D(Layer):
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
         initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
-        Note: method defaults to "auto" (the fastest differentiable scan for the device); the
-        reference defaults to "sequential", the definition.
+        Note: method defaults to "auto": the FFT view when time-invariant (no τ, no initial_state)
+        and the input is finite,
+        else the fastest differentiable scan for the device. A depthwise S4D has H·N states per step,
+        so its scan streams N times more memory than its output; the FFT view works on (b, L, H)
+        (measured 3× faster at (b, L, H, N) = (32, 1024, 128, 64)). The reference defaults to
+        "sequential", the definition.
         """
         x = check_input(x, self.d_model, check_finite=check_finite, like=self)       # (b, L, H)
         batch, L, _ = x.shape
         lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
         tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
-        check_method(method, time_invariant=tau is None and initial_state is None)
+        time_invariant = tau is None and initial_state is None
+        check_method(method, time_invariant=time_invariant)
+        if method == "auto" and time_invariant:
+            # Note: a NaN would spread over the whole FFT, where the scan keeps it causal; unchecked input
+            # (check_finite=False, e.g. inside the Classifier) is tested here with one read of x.
+            finite = check_finite or (not torch.compiler.is_compiling() and bool(torch.isfinite(x).all()))
+            method = "fft" if finite else method
         h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, like=self)
         Lambda, dt, B, C, D = self.system()
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau,
                                            check_values=check_finite)               # (H, N) or (b, L, H, N)
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
-        Bu = torch.einsum("hn,blh->blhn", B, x.to(B.dtype))                          # (b, L, H, N)
+        drive = lambda: torch.einsum("hn,blh->blhn", B, x.to(B.dtype))             # noqa: E731  Bu (b, L, H, N)
         if method == "fft":
             y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                    # (b, L, H)
+            if not return_state:
+                return y
             state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, H, N)
-            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+            return y, final_state_by_convolution(state_kernel, drive(), lengths)
+        Bu = drive()                                                                 # (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
         y = self.kappa * torch.einsum("hn,blhn->blh", C, states).real + D * x        # (b, L, H)
