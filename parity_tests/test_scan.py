@@ -137,6 +137,17 @@ def test_dense_scan(seed, L):
     assert_close(scan_dense(np.diag(diagonal), b, h0), scan(diagonal, b, h0))
 
 
+@given(seed=seeds, L=sequence_lengths(20), per_step=st.booleans())
+def test_dense_scan_trailing_axes_scan_independently(seed, L, per_step):
+    """b (b, L, H, N) with A (H, N, N) or (b, L, H, N, N) == one (b, L, N) scan per feature h."""
+    rng = rng_from(seed)
+    A = rng.normal(size=((2, L) if per_step else ()) + (4, 3, 3)) / 3             # (b|·, L|·, H, N, N)
+    b = rng.normal(size=(2, L, 4, 3))                                              # (b, L, H, N)
+    h0 = rng.normal(size=(2, 4, 3))                                                # (b, H, N)
+    per_feature = [scan_dense(A[..., h, :, :], b[:, :, h], h0[:, h]) for h in range(4)]
+    assert_close(scan_dense(A, b, h0), np.stack(per_feature, axis=2))
+
+
 @given(seed=seeds, L=sequence_lengths(40))
 def test_reverse_scan_is_the_adjoint_recurrence(seed, L):
     a, g, _ = random_problem(rng_from(seed), 2, L, 3)

@@ -205,6 +205,9 @@ def test_scan_reverse_scan_dense_and_combine():
             assert_close(got.numpy(), want, what=f"scan_vjp {method}")
     A, b, h0 = rng.normal(size=(3, 3)) * 0.3, rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 3))
     assert_close(scan_dense(as_torch(A), as_torch(b), as_torch(h0)).numpy(), ref_scan_dense(A, b, h0))
+    for A in (rng.normal(size=(4, 3, 3)) * 0.3, rng.normal(size=(2, 6, 4, 3, 3)) * 0.3):  # trailing feature axis
+        b, h0 = rng.normal(size=(2, 6, 4, 3)), rng.normal(size=(2, 4, 3))
+        assert_close(scan_dense(as_torch(A), as_torch(b), as_torch(h0)).numpy(), ref_scan_dense(A, b, h0))
 
 
 def test_scan_errors_name_the_rule():

@@ -301,19 +301,22 @@ _METHODS = {"sequential": scan_sequential, "numba": scan_numba,
 def scan_dense(A, b, h0=None):
     """h_t = A_t h_{t−1} + b_t with matrix transitions; combine is (A_j A_i, A_j b_i + b_j).
 
-    A: (N, N) or (b, L, N, N); b: (b, L, N); h0: (b, N) or None. Returns h (b, L, N).
+    A: (N, N) or (b, L, N, N); b: (b, L, N); h0: (b, N) or None. Returns h (b, L, N). Any trailing
+    axes S... between L and N scan independently: b (b, L, S..., N) with A (S..., N, N) or
+    (b, L, S..., N, N) (LSSL scans all its features at once this way).
     """
     A, b = _as_numeric(A, "A"), _as_numeric(b, "b")
-    if b.ndim != 3 or b.shape[1] == 0:
+    if b.ndim < 3 or b.shape[1] == 0:
         raise ValueError(f"b must have shape (b, L, N) with L >= 1; got {b.shape}")
-    N = b.shape[2]
-    if A.shape not in ((N, N), b.shape + (N,)):
-        raise ValueError(f"A must have shape ({N}, {N}) or {b.shape + (N,)}; got {A.shape}")
-    A = np.broadcast_to(A, b.shape + (N,))                                             # (b, L, N, N)
-    h = np.empty(b.shape, np.result_type(A, b, np.float64))                            # (b, L, N)
-    state = np.zeros_like(h[:, 0]) if h0 is None else np.asarray(h0)                   # (b, N)
+    N = b.shape[-1]
+    constant, per_step = b.shape[2:] + (N,), b.shape + (N,)
+    if A.shape not in (constant, per_step):
+        raise ValueError(f"A must have shape {constant} or {per_step}; got {A.shape}")
+    A = np.broadcast_to(A, per_step)                                                   # (b, L, S..., N, N)
+    h = np.empty(b.shape, np.result_type(A, b, np.float64))                            # (b, L, S..., N)
+    state = np.zeros_like(h[:, 0]) if h0 is None else np.asarray(h0)                   # (b, S..., N)
     for t in range(b.shape[1]):
-        state = np.einsum("bnm,bm->bn", A[:, t], state) + b[:, t]
+        state = np.einsum("...nm,...m->...n", A[:, t], state) + b[:, t]
         h[:, t] = state
     return h
 
@@ -356,11 +359,16 @@ def scan_vjp(a, b, h0, h, grad_h):
     first = np.zeros_like(h[:, :1]) if h0 is None else np.asarray(h0)[:, None]
     h_prev = np.concatenate([first, h[:, :-1]], axis=1)                                # (b, L, S...)
     grad_a = _unbroadcast(lam * np.conj(h_prev), a_in.shape)
-    grad_b = lam
-    grad_h0 = None if h0 is None else np.conj(np.broadcast_to(
-        a_in.reshape((1,) * (b_in.ndim - a_in.ndim) + a_in.shape), b_in.shape)[:, 0]) * lam[:, 0]
+    return _vjp_results(a_in, b_in, h0, grad_a, lam)
+
+
+def _vjp_results(a, b, h0, grad_a, lam):
+    """(∂a, ∂b = λ, ∂h0 = conj(a_0) λ_0), each projected to its real part where the input is real
+    (torch's convention). a, b: the scan's inputs; grad_a already has a's shape."""
+    a_0 = np.broadcast_to(a.reshape((1,) * (b.ndim - a.ndim) + a.shape), b.shape)[:, 0]  # (b, S...)
+    grad_h0 = None if h0 is None else np.conj(a_0) * lam[:, 0]
     real = lambda g, x: g if g is None or np.iscomplexobj(x) else g.real                # noqa: E731
-    return real(grad_a, a_in), real(grad_b, b_in), real(grad_h0, h0)
+    return real(grad_a, a), real(lam, b), real(grad_h0, h0)
 
 
 # ----------------------------------------------------------------------------- the adjoint, compiled
@@ -458,6 +466,4 @@ def scan_vjp_numba(a, b, h0, h, grad_h, *, keep_dtype=False):
                     np.ascontiguousarray(h).reshape(batch, L, Q), np.ascontiguousarray(g).reshape(batch, L, Q),
                     lam.reshape(batch, L, Q), grad_a.reshape(batch, a.shape[1], Q))
     grad_a = grad_a if grad_a.shape == a_in.shape else _unbroadcast(grad_a, a_in.shape)
-    grad_h0 = None if h0 is None else np.conj(a[:, 0]) * lam[:, 0]
-    real = lambda g, x: g if g is None or np.iscomplexobj(x) else g.real                # noqa: E731
-    return real(grad_a, a_in), real(lam, b_in), real(grad_h0, h0)
+    return _vjp_results(a_in, b_in, h0, grad_a, lam)

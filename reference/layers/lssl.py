@@ -108,13 +108,11 @@ class LSSL(Layer):
 
     # --------------------------------------------------------------------- the recurrence
     def scan_states(self, A_bar, drive, h0=None):
-        """All states x_{t,h} = Ā_h x_{t−1,h} + drive_{t,h}: one dense scan per feature h.
+        """All states x_{t,h} = Ā_h x_{t−1,h} + drive_{t,h}: one dense scan, every feature h at once.
 
         A_bar: (H, N, N) or (b, L, H, N, N); drive: (b, L, H, N); h0: (b, H, N) or None. Returns (b, L, H, N).
         """
-        # Note: scan_dense takes one (N, N) or (b, L, N, N) transition, so the features are scanned in turn.
-        return np.stack([scan_dense(A_bar[..., h, :, :], drive[:, :, h], None if h0 is None else h0[:, h])
-                         for h in range(self.d_model)], axis=2)
+        return scan_dense(A_bar, drive, h0)
 
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                  method="sequential", check_finite=True):
