@@ -1,4 +1,4 @@
-# Two commands (README): `make book` builds the executed book, `make test` runs the parity suite.
+# Two commands (README): `make book` builds the executed book, `make test` runs the three test suites.
 # Each creates .venv with the pinned, tested set-up (constraints) if it is missing.
 VENV   ?= .venv
 PYTHON ?= python3
@@ -17,7 +17,7 @@ book: $(BIN)/.installed
 	@echo "The book is at book/_build/html/index.html"
 
 test: $(BIN)/.installed
-	$(BIN)/pytest parity_tests
+	$(BIN)/pytest parity_tests reference_tests torch_tests
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m reference.demo

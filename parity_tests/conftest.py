@@ -9,19 +9,11 @@ examples, longer sequences, larger widths); `--profile` or the environment varia
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 from parity_tests import backend as backend_module
 
-settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=20, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-settings.register_profile(
-    "thorough", deadline=None, max_examples=300, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-settings.load_profile(os.environ.get("LRNN_PROFILE", "ci"))
+# The profiles "ci" and "thorough" are registered in the top-level conftest.py (shared by the three suites).
 
 
 def pytest_addoption(parser):

@@ -111,6 +111,41 @@ def check_method(method, time_invariant):
     return method
 
 
+def check_layer_method(method, methods, time_invariant):
+    """One of the layer's own `methods`; "fft" (the convolution-kernel view) only for a time-invariant call."""
+    check_choice(method, "method", methods)
+    if method == "fft" and not time_invariant:
+        raise ValueError("method='fft' (the convolution-kernel view) needs a time-invariant layer: "
+                         "it cannot be used with integration_timesteps or initial_state; use a scan method")
+    return method
+
+
+def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method, check_finite=True):
+    """The one preamble of every layer call: (x (b, L, H) float64, lengths (b,) int64 or None,
+    τ (b, L) float64 or None, initial state or None), each checked with an error naming the rule.
+
+    The layer provides `d_model`, `methods` (its accepted `method` strings), `init_state(batch)` (the
+    state's shape and dtype) and, if it refuses timesteps, `accepts_timesteps = False` with the reason
+    in `no_timesteps_reason`. Layers without a convolution view simply leave "fft" out of `methods`,
+    with the reason in `no_fft_reason`.
+    """
+    x = check_input(x, layer.d_model, check_finite=check_finite)                   # (b, L, H)
+    batch, L, _ = x.shape
+    lengths = check_lengths(lengths, batch, L)
+    if integration_timesteps is not None and not getattr(layer, "accepts_timesteps", True):
+        raise ValueError(f"integration_timesteps must be None for {type(layer).__name__}: "
+                         f"{getattr(layer, 'no_timesteps_reason', 'the layer has no timesteps')}")
+    tau = check_integration_timesteps(integration_timesteps, batch, L)
+    if method == "fft" and "fft" not in layer.methods and hasattr(layer, "no_fft_reason"):
+        raise ValueError(f"method='fft' is not available for {type(layer).__name__}: {layer.no_fft_reason}")
+    check_layer_method(method, layer.methods, time_invariant=tau is None and initial_state is None)
+    h0 = None
+    if initial_state is not None:
+        zero = layer.init_state(batch)
+        h0 = check_state(initial_state, zero.shape, zero.dtype)
+    return x, lengths, tau, h0
+
+
 # ----------------------------------------------------------------------------- shared computations
 def final_state(states, lengths):
     """The state after the last valid step: states[:, len_b − 1] (states[:, L − 1] without lengths).

@@ -25,7 +25,8 @@ from ..discretize import check_timesteps, checking_values
 from ..scan import SCAN_METHODS
 
 __all__ = ["LAYER_METHODS", "check_positive_int", "check_choice", "check_input", "check_lengths",
-           "check_integration_timesteps", "check_state", "check_step_input", "check_method", "final_state",
+           "check_integration_timesteps", "check_state", "check_step_input", "check_method", "check_layer_method",
+           "prepare_call", "final_state",
            "final_state_by_convolution", "fft_causal_conv", "powers", "draw_seed", "complex_dtype", "Layer",
            "register_torch_class", "from_reference_layer"]
 
@@ -154,6 +155,40 @@ def check_method(method, time_invariant):
         raise ValueError("method='fft' (the convolution-kernel view) needs a time-invariant layer: "
                          "it cannot be used with integration_timesteps or initial_state; use a scan method")
     return method
+
+
+def check_layer_method(method, methods, time_invariant):
+    """One of the layer's own `methods`; "fft" (the convolution-kernel view) only for a time-invariant call."""
+    check_choice(method, "method", methods)
+    if method == "fft" and not time_invariant:
+        raise ValueError("method='fft' (the convolution-kernel view) needs a time-invariant layer: "
+                         "it cannot be used with integration_timesteps or initial_state; use a scan method")
+    return method
+
+
+def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method, check_finite=True):
+    """The one preamble of every layer call, mirror of the reference's: (x (b, L, H), lengths (b,) int64
+    or None, τ (b, L) or None, initial state or None) on the module's device in its dtype.
+
+    The layer provides `d_model`, `methods`, `init_state(batch)` (the state's shape and dtype) and, if it
+    refuses timesteps, `accepts_timesteps = False` with `no_timesteps_reason`; `no_fft_reason` for layers
+    without a convolution view.
+    """
+    x = check_input(x, layer.d_model, check_finite=check_finite, like=layer)       # (b, L, H)
+    batch, L, _ = x.shape
+    lengths = check_lengths(lengths, batch, L, like=layer, check_values=check_finite)
+    if integration_timesteps is not None and not getattr(layer, "accepts_timesteps", True):
+        raise ValueError(f"integration_timesteps must be None for {type(layer).__name__}: "
+                         f"{getattr(layer, 'no_timesteps_reason', 'the layer has no timesteps')}")
+    tau = check_integration_timesteps(integration_timesteps, batch, L, like=layer, check_values=check_finite)
+    if method == "fft" and "fft" not in layer.methods and hasattr(layer, "no_fft_reason"):
+        raise ValueError(f"method='fft' is not available for {type(layer).__name__}: {layer.no_fft_reason}")
+    check_layer_method(method, layer.methods, time_invariant=tau is None and initial_state is None)
+    h0 = None
+    if initial_state is not None:
+        zero = layer.init_state(batch)
+        h0 = check_state(initial_state, tuple(zero.shape), zero.dtype, like=layer)
+    return x, lengths, tau, h0
 
 
 # ----------------------------------------------------------------------------- shared computations
