@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from reference.scan import scan, scan_numba
+from reference.kernels.scan import scan_numba
+from reference.scan import scan
 
 from . import _common as C
 

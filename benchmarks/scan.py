@@ -21,7 +21,8 @@ import sys
 import numpy as np
 from numba import njit, prange
 
-from reference.scan import SCAN_METHODS, scan, scan_numba, scan_sequential
+from reference.kernels.scan import scan_numba
+from reference.scan import SCAN_METHODS, scan, scan_sequential
 
 from . import _common as C
 

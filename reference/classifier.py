@@ -32,6 +32,7 @@ from .layers.lru import LRU
 from .layers._common import (Layer, check_choice, check_input, check_integration_timesteps, check_lengths,
                              check_positive_int)
 from .pooling import FINAL_MODES, INTERMEDIATE_MODES, final_pool, pool
+from .streaming import init_stream, stream_step
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -217,8 +218,10 @@ class Classifier(Layer):
         return self.train(False)
 
     # ------------------------------------------------------------------------- forward
-    def embed(self, x):
-        """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) float64, validated."""
+    def embed(self, x, start=0):
+        """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) float64, validated.
+
+        `start`: the position of x[:, 0] for positional embeddings (a stream's running index)."""
         cfg, P = self.config, self.params
         x = np.asarray(x)
         if cfg["vocab_size"] is None:
@@ -239,11 +242,11 @@ class Classifier(Layer):
             raise ValueError(f"token ids must be in [0, vocab_size={cfg['vocab_size']}); "
                              f"got {x[index]} at index {index}")
         L, max_positions = x.shape[1], cfg["max_position_embeddings"]
-        if max_positions is not None and L > max_positions:
-            raise ValueError(f"L={L} exceeds max_position_embeddings={max_positions}")
+        if max_positions is not None and start + L > max_positions:
+            raise ValueError(f"L={start + L} exceeds max_position_embeddings={max_positions}")
         h = P["embedding.weight"][x]                                                 # (b, L, E)
         if max_positions is not None:
-            h = h + P["position_embedding.weight"][:L]                               # (b, L, E)
+            h = h + P["position_embedding.weight"][start:start + L]                  # (b, L, E)
         if "embedding_proj.weight" in P:
             h = nn.linear(h, P["embedding_proj.weight"], P["embedding_proj.bias"])   # (b, L, H)
         return h
@@ -281,6 +284,15 @@ class Classifier(Layer):
         h, lengths, _ = self.stages(x, lengths, integration_timesteps)[-1]
         pooled = final_pool(h, lengths, mode=self.config["pooling"])                 # (b, H)
         return nn.linear(pooled, self.params["head.weight"], self.params["head.bias"])
+
+    # ------------------------------------------------------------------------- streaming (SPEC §6.1)
+    def init_state(self, batch):
+        """The streaming state before the first event (reference/streaming.py); causal mixers, eval mode."""
+        return init_stream(self, check_positive_int(batch, "batch"))
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One event per row → (output equal to the forward on the events seen so far, new state)."""
+        return stream_step(self, x_t, state, integration_timestep)
 
     def save(self, path):
         """Write config and params to an .npz file (every mixer must be a registry entry)."""

@@ -34,9 +34,11 @@ from . import nn
 from .discretize import checking_values
 from .layers import REGISTRY
 from .layers.lru import LRU
-from .layers._common import Layer, check_input, check_integration_timesteps, check_lengths, draw_seed, \
+from .layers._common import Layer, check_input, check_integration_timesteps, check_lengths, check_positive_int, \
+    draw_seed, \
     from_reference_layer
 from .pooling import final_pool, pool
+from .streaming import init_stream, stream_step
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -131,8 +133,10 @@ class Classifier(Layer):
         x = np.asarray(x)
         return torch.as_tensor(x, dtype=self.dtype if x.dtype.kind == "f" else None, device=self.device)
 
-    def embed(self, x):
-        """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) in the model's dtype, validated."""
+    def embed(self, x, start=0):
+        """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) in the model's dtype, validated.
+
+        `start`: the position of x[:, 0] for positional embeddings (a stream's running index)."""
         cfg = self.config
         x = self._as_tensor(x)
         if cfg["vocab_size"] is None:
@@ -157,11 +161,11 @@ class Classifier(Layer):
                 raise ValueError(f"token ids must be in [0, vocab_size={cfg['vocab_size']}); "
                                  f"got {int(x[index])} at index {index}")
         L, max_positions = x.shape[1], cfg["max_position_embeddings"]
-        if max_positions is not None and L > max_positions:
-            raise ValueError(f"L={L} exceeds max_position_embeddings={max_positions}")
+        if max_positions is not None and start + L > max_positions:
+            raise ValueError(f"L={start + L} exceeds max_position_embeddings={max_positions}")
         h = self.embedding(x)                                                        # (b, L, E)
         if max_positions is not None:
-            h = h + self.position_embedding.weight[:L]                               # (b, L, E)
+            h = h + self.position_embedding.weight[start:start + L]                  # (b, L, E)
         if "embedding_proj" in self._modules:
             h = self.embedding_proj(h)                                               # (b, L, H)
         return h
@@ -199,6 +203,15 @@ class Classifier(Layer):
         h, lengths, _ = self.stages(x, lengths, integration_timesteps)[-1]
         pooled = final_pool(h, lengths, mode=self.config["pooling"], check_values=False)  # (b, H)
         return self.head(pooled)
+
+    # ------------------------------------------------------------------------- streaming (SPEC §6.1)
+    def init_state(self, batch):
+        """The streaming state before the first event (torch_backend/streaming.py); causal mixers, eval mode."""
+        return init_stream(self, check_positive_int(batch, "batch"))
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One event per row → (output equal to the forward on the events seen so far, new state)."""
+        return stream_step(self, x_t, state, integration_timestep)
 
 
 HierarchicalClassifier = Classifier

@@ -82,6 +82,7 @@ def discretize(Lambda, dt, method, tau=None, *, check_values=True):
 
     Lambda: (S...) complex or real tensor — the diagonal λ (for `none`, already the discrete Ā).
     dt:     Δ > 0, broadcastable to Lambda (e.g. (N,) per state, or a scalar).
+            A selective step Δ_t may carry leading (b, L) axes: dt (b, L, S...) with tau (b, L).
     method: one of METHODS.
     tau:    None, or integration timesteps (b, L) >= 0; then Δ_A = τ·Δ.
     check_values: check Δ and τ by value (a device sync on GPU; layers pass their `check_finite`).
@@ -100,7 +101,7 @@ def discretize(Lambda, dt, method, tau=None, *, check_values=True):
         raise TypeError(f"dt must be real; got dtype {dt.dtype}")
     if checking_values(check_values) and (~torch.isfinite(dt) | (dt <= 0)).any():
         raise ValueError(f"dt must be finite and > 0; got min {dt.min().item()}")
-    dt = torch.broadcast_to(dt, Lambda.shape)
+    dt = torch.broadcast_to(dt, torch.broadcast_shapes(dt.shape, Lambda.shape))   # (S...) or selective (b, L, S...)
     if tau is None:
         dt_A = dt                                                  # (S...)
     else:

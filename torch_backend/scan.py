@@ -11,7 +11,7 @@ reverse scan of SPEC §3, so a backward pass costs about one more scan instead o
 
 Methods (`scan(..., method=)`):
 * "auto" (default): "numba" on CPU, "chunked" elsewhere (CUDA).
-* "numba": reference `scan_numba` (in the tensors' own precision, writing into the output tensor's
+* "numba": the tuned `reference.kernels.scan.scan_numba` (in the tensors' own precision, writing into the output tensor's
   memory through zero-copy NumPy views) wrapped as the custom op `lrnn_spec::scan_numba`, with a fake
   impl so torch.compile traces it and an autograd formula that runs the same kernel backwards.
 * "chunked": reduce-then-scan over chunks of C ≈ √L steps, all chunks advanced by each torch op (see
@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from reference.scan import scan_numba as reference_scan_numba, scan_vjp_numba as reference_scan_vjp_numba
+from reference.kernels.scan import scan_numba as reference_scan_numba, scan_vjp_numba as reference_scan_vjp_numba
 
 SCAN_METHODS = ("sequential", "numba", "blelloch", "hillis_steele", "chunked", "auto", "compiled")
 _NUMBA_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -112,12 +112,14 @@ def scan(a, b, h0=None, *, method="auto", axis=1, chunk=None):
 
     a: broadcastable to b (e.g. (N,) time-invariant or (b, L, N)); b: (b, L, S...) real or complex;
     h0: (b, S...) or None; method: one of SCAN_METHODS; axis: the time axis of b;
-    chunk: steps per chunk for "chunked" (None: about √L).
+    chunk: steps per chunk, for method="chunked" only (None: about √L).
     Returns h with b's shape and the promoted dtype, on b's device.
     Note: the reference defaults to "sequential" (the definition); the torch default is the fastest path.
     """
     if method not in SCAN_METHODS:
         raise ValueError(f"scan method must be one of {', '.join(SCAN_METHODS)}; got {method!r}")
+    if chunk is not None and method != "chunked":
+        raise ValueError(f"chunk is used by method='chunked' only; got chunk={chunk!r} with method={method!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be an integer >= 1 or None; got {chunk!r}")
     a, b, h0, axis = _prepare(a, b, h0, axis)
@@ -336,7 +338,7 @@ def _numpy_view(x):
 
 @torch.library.custom_op("lrnn_spec::scan_numba", mutates_args=(), device_types="cpu")
 def _scan_numba_op(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool) -> torch.Tensor:
-    """reference `scan_numba` in the tensors' own precision, writing into a tensor laid out like b.
+    """`reference.kernels.scan.scan_numba` in the tensors' own precision, writing into a tensor laid out like b.
     a (b|1, L|1, S...), b (b, L, S...), h0 (b, S...) or None; reverse=True runs h_t = a_t h_{t+1} + b_t
     from t = L−1 with h_L = h0 (the adjoint's direction)."""
     h = torch.empty_like(b)                                                         # (b, L, S...) b's strides
@@ -353,7 +355,7 @@ def _scan_numba_fake(a, b, h0, reverse):
 @torch.library.custom_op("lrnn_spec::scan_numba_vjp", mutates_args=(), device_types="cpu")
 def _scan_numba_vjp_op(a: torch.Tensor, h0: Optional[torch.Tensor], h: torch.Tensor,
                        grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """reference `scan_vjp_numba`: (∂a with a's shape, λ = ∂b) in one backward pass, same precision."""
+    """`reference.kernels.scan.scan_vjp_numba`: (∂a with a's shape, λ = ∂b) in one backward pass, same precision."""
     grad_a, lam, _ = reference_scan_vjp_numba(_numpy_view(a), _numpy_view(h), _numpy_view(h0), _numpy_view(h),
                                               _numpy_view(grad_h), keep_dtype=True)
     return torch.from_numpy(grad_a), torch.from_numpy(lam)
@@ -391,7 +393,7 @@ _scan_numba_op.register_autograd(_scan_numba_backward, setup_context=_scan_numba
 
 
 def scan_numba(a, b, h0=None):
-    """Same semantics as `scan_sequential`, by the reference Numba kernels on CPU (differentiable).
+    """Same semantics as `scan_sequential`, by the tuned Numba kernels of `reference.kernels` on CPU (differentiable).
     a (b|1, L|1, S...), b (b, L, S...), h0 (b, S...) or None, one dtype. Time-last memory (a view of
     (b, S..., L) data) runs the reference's time-last kernel without a copy."""
     return _scan_numba_op(a, b, h0, False)

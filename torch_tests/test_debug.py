@@ -9,7 +9,7 @@ import pytest
 
 from reference.layers import REGISTRY
 from parity_tests.strategies import layer_config
-from parity_tests.tolerances import TOLERANCES
+from parity_tests.tolerances import TOLERANCES, within_tolerance
 
 torch = pytest.importorskip("torch")
 debug = pytest.importorskip("torch_backend.debug")
@@ -34,9 +34,7 @@ def small_classifier(dtype, lrnn_cls=("LRU", "S5", "LRU"), **kwargs):
 
 
 def within(deviation, reference_max, dtype):
-    tol = TOLERANCES[dtype]
-    scale = max(1.0, reference_max) if dtype == "float32" else 1.0
-    return deviation <= tol["atol"] * scale + tol["rtol"] * reference_max
+    return within_tolerance(deviation, reference_max, dtype)
 
 
 # ----------------------------------------------------------------------------- check_finite

@@ -8,24 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
+from parity_tests.helpers import INVALID_CLASSIFIER_CONFIGS as INVALID_CONFIGS, CumulativeMixer, small_classifier_config as small
 from parity_tests.strategies import classifier_configs, classifier_inputs, rng_from, seeds
 from parity_tests.tolerances import assert_close
 from reference import nn
 from reference.classifier import Classifier, HierarchicalClassifier
 from reference.layers import REGISTRY
 from reference.pooling import final_pool, pool
-
-
-class CumulativeMixer:
-    """A stand-in mixer that is not in the registry: y_t = W Σ_{s<=t} τ_s x_s (causal, accepts τ)."""
-
-    def __init__(self, d_model, d_state, seed=None):
-        self.config = {"d_model": d_model, "d_state": d_state, "seed": seed}
-        self.params = {"W": np.random.default_rng(seed).normal(0, d_model ** -0.5, (d_model, d_model))}
-
-    def __call__(self, x, lengths=None, integration_timesteps=None):
-        weights = 1.0 if integration_timesteps is None else integration_timesteps[..., None]
-        return np.cumsum(weights * x, axis=1) @ self.params["W"].T
 
 
 def garbage_in_padding(rng, x, lengths, tau, vocab_size=None):
@@ -141,12 +130,6 @@ def test_from_params_and_save_load_round_trip(data):
     assert_close(loaded(x, lengths, tau), rebuilt(x, lengths, tau), what="saved and loaded classifier")
 
 
-def small(**overrides):
-    """A small valid configuration over the registry, feature input."""
-    return {"input_dim": 3, "d_model": 4, "d_state": 2, "n_layers": 2, "lrnn_cls": sorted(REGISTRY)[0],
-            "seed": 0, **overrides}
-
-
 def test_parameter_names_and_token_embedding():
     model = Classifier(**small(vocab_size=7, embedding_dim=3, max_position_embeddings=9, padding_idx=2,
                                num_classes=5))
@@ -193,32 +176,6 @@ def test_dropout_acts_only_in_training_mode():
     np.testing.assert_array_equal(model.eval()(x), evaluated)
     unchanged = Classifier(**small(dropout=0.0, lrnn_cls=CumulativeMixer)).train()
     np.testing.assert_array_equal(unchanged(x), Classifier(**small(dropout=0.0, lrnn_cls=CumulativeMixer))(x))
-
-
-INVALID_CONFIGS = [
-    (dict(lrnn_cls="GRU"), ValueError, "lrnn_cls\\[0\\] must be a class or one of"),
-    (dict(lrnn_cls=[CumulativeMixer]), ValueError, "lrnn_cls given as a list must have one entry per layer"),
-    (dict(lrnn_cls=3), TypeError, "lrnn_cls\\[0\\] must be a class or a registry name"),
-    (dict(intermediate_pooling=["mean"]), ValueError, "intermediate_pooling given as a list"),
-    (dict(intermediate_pooling="avg"), ValueError, "intermediate_pooling\\[0\\] must be one of none, stride"),
-    (dict(pooling_factor=[2, 0]), ValueError, "pooling_factor\\[1\\] must be >= 1"),
-    (dict(pooling_factor=[2]), ValueError, "pooling_factor given as a list"),
-    (dict(pooling="first"), ValueError, "pooling must be one of last, mean, max"),
-    (dict(dropout=1.5), ValueError, "dropout must be a probability in \\[0, 1\\]"),
-    (dict(activation="relu"), ValueError, "activation must be one of gelu, none"),
-    (dict(d_model=0), ValueError, "d_model must be >= 1"),
-    (dict(n_layers=2.0), TypeError, "n_layers must be an integer"),
-    (dict(num_classes=-1), ValueError, "num_classes must be >= 0"),
-    (dict(input_dim=None), TypeError, "input_dim must be an integer"),
-    (dict(embedding_dim=8), ValueError, "embedding_dim and max_position_embeddings need token input"),
-    (dict(vocab_size=5, padding_idx=5), ValueError, "padding_idx must be in \\[0, vocab_size=5\\)"),
-    (dict(lrnn_params=[{}]), ValueError, "lrnn_params given as a list"),
-    (dict(lrnn_params={"no_such_argument": 1}), ValueError, "argument 'no_such_argument' that .* does not accept"),
-    (dict(lrnn_params={"seed": 1}), ValueError, "must not set 'seed'"),
-    (dict(lrnn_params={"d_model": 8}), ValueError, "every mixer must have the classifier's width d_model=4"),
-    (dict(lrnn_params=[{}, 3]), TypeError, "lrnn_params for layer 1 .* must be a dict"),
-    (dict(seed=-1), ValueError, "seed must be >= 0"),
-]
 
 
 @pytest.mark.parametrize("overrides, error, message", INVALID_CONFIGS)

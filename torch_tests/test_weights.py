@@ -1,12 +1,11 @@
-"""Weights survive round trips (issue 9, SPEC §7): save/load in each backend, across backends and devices.
+"""Weights of torch_backend's classes survive round trips (SPEC §7), across backends and devices.
 
-* reference: Layer.save / Layer.load (.npz: `__config__` JSON plus one array per parameter), exact;
-* backend: `state_dict` through torch.save / torch.load, and the same .npz format (`save` / `load`), exact
+* torch: `state_dict` through torch.save / torch.load, and the same .npz format (`save` / `load`), exact
   in float64; a file written by either backend loads in the other, bit for bit;
 * a file from another configuration raises an error that names the first parameter that differs;
 * CPU ↔ CUDA: a module saved on one device loads and runs on the other (skips without a GPU).
-Runs over the layer registry and the Classifier; the backend is reached through its package
-(`backend.module`) for the torch-specific formats, and through the parity API otherwise.
+Runs over the layer registry and the Classifier; `backend` is torch_backend through the conformance API
+(torch_tests/conftest.py). The reference's own save/load is tested in reference_tests/test_weights.py.
 """
 import numpy as np
 import pytest
@@ -54,34 +53,6 @@ def first_mismatch(expected, actual):
     extra = [k for k in actual if k not in expected]
     shaped = [k for k in expected if k in actual and np.shape(actual[k]) != np.shape(expected[k])]
     return (missing or extra or shaped)[0]
-
-
-# ----------------------------------------------------------------------------- reference
-@pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=3)
-@given(data=st.data())
-def test_reference_layer_save_load_is_exact(tmp_path_factory, name, data):
-    layer, x = draw_layer(data, name)
-    path = tmp_path_factory.mktemp("w") / "layer.npz"
-    layer.save(path)
-    loaded = REGISTRY[name].load(path)
-    assert loaded.config == layer.config
-    assert_same_params(loaded.params, layer.params)
-    np.testing.assert_array_equal(loaded(x), layer(x))
-
-
-@settings(max_examples=5)
-@given(data=st.data())
-def test_reference_classifier_save_load_is_exact(tmp_path_factory, data):
-    config = data.draw(classifier_configs(), label="config")
-    x, lengths, tau = data.draw(classifier_inputs(config), label="inputs")
-    model = reference.Classifier(**config)
-    path = tmp_path_factory.mktemp("w") / "model.npz"
-    model.save(path)
-    loaded = reference.Classifier.load(path)
-    assert loaded.config == model.config
-    assert_same_params(loaded.params, model.params)
-    np.testing.assert_array_equal(loaded(x, lengths, tau), model(x, lengths, tau))
 
 
 # ----------------------------------------------------------------------------- backend and across backends

@@ -1,0 +1,161 @@
+"""Streaming the classifier one event at a time — SPEC §6.1, PyTorch mirror of reference/streaming.py.
+
+`Classifier.init_state(batch)` and `Classifier.step(x_t, state, integration_timestep=None)` call the two
+functions of this module. After n events, the output of `step` equals the whole-sequence forward on
+those n events, `model(x[:, :n], integration_timesteps=τ[:, :n])`, exactly:
+
+    block i:    y = mixer_i.step(h, s_i, τ);  h = LayerNorm(act(y) + h)         one event, one step
+    pooling i:  an open window of s_i elements (count, aggregate, τ sum); when it closes (count = s_i)
+                its aggregate is committed to block i + 1 as that block's next event
+    output:     the forward on a prefix sees every open window as the ceil-mode tail element (SPEC §5.1),
+                so the blocks below the first open window are run on that provisional tail from their
+                committed states, and the result is discarded (a flush that does not commit)
+
+Mixer `step`s return a new state and never change the one they are given, so "copies of the states"
+cost nothing: the flush simply does not keep what it computes. Cost per event: at most one `step` per
+block. Intermediate pooling with mode "none" passes every element through; stride s = 1 closes every
+window at once.
+
+The state is a dict: "events" (events seen, the position of the next one), "batch", "mixers" (one state per
+block), "windows" (per pooling stage: count, aggregate (b, H) or None, τ sum (b,) or None) and "final"
+(the final pooling's running value over committed elements: count, aggregate).
+
+Requirements, each a ValueError naming the block: every mixer has `step` and is causal (not
+bidirectional); dropout is inactive (evaluation mode, or p = 0).
+
+Differences from the reference, each for a reason: the blocks are the model's modules (mixer, LayerNorm,
+head); the event's τ is converted to the model's dtype and device; the mixers' data checks are skipped on
+the blocks (the event was validated once, at the top), as in `Classifier.forward`.
+
+Glossary (SPEC §1): b batch, H d_model; s stride of a pooling stage.
+"""
+import torch
+
+from . import nn
+from .discretize import check_timesteps
+from .layers._common import _as_module_tensor
+
+
+# ----------------------------------------------------------------------------- window aggregates
+def _accumulate(mode, window, h, tau):
+    """The window after adding element h (b, H) with gap τ (b,) or None; the input window is unchanged."""
+    count, value, tau_sum = window
+    if value is None:
+        value = h
+    elif mode == "stride":
+        value = h                                                                   # the last element seen
+    elif mode == "mean":
+        value = value + h                                                           # the running sum
+    else:
+        value = torch.maximum(value, h)                                                # the running max
+    if tau is not None:
+        tau_sum = tau if tau_sum is None else tau_sum + tau
+    return count + 1, value, tau_sum
+
+
+def _aggregate(mode, window):
+    """The window's pooled element: the last, the mean or the max of what it holds."""
+    count, value, _ = window
+    return value / count if mode == "mean" else value
+
+
+def _empty_window():
+    return 0, None, None
+
+
+# ----------------------------------------------------------------------------- the stream
+def check_streamable(model):
+    """Every block must be streamable: a causal mixer with `step`, and no active dropout."""
+    for i, block in enumerate(model.blocks):
+        mixer = block["mixer"]
+        name = type(mixer).__name__
+        if getattr(mixer, "bidirectional", False):
+            raise ValueError(f"block {i} ({name}) is bidirectional=True: a bidirectional layer reads the future "
+                             "and cannot stream; build the classifier with causal mixers")
+        if not callable(getattr(mixer, "step", None)):
+            raise ValueError(f"block {i} ({name}) has no step method, so the classifier cannot stream it")
+    if model.training and model.config["dropout"] > 0:
+        raise ValueError(f"dropout p={model.config['dropout']} is active (training mode): streaming needs the "
+                         "deterministic model, call model.eval() first")
+
+
+def init_stream(model, batch):
+    """The state before the first event (see the module docstring)."""
+    check_streamable(model)
+    return {"events": 0, "batch": batch,
+            "mixers": [block["mixer"].init_state(batch) for block in model.blocks],
+            "windows": [_empty_window() for _ in model.blocks],
+            "final": _empty_window()}
+
+
+def _block(model, i, h, mixer_state, tau):
+    """Block i on one element: (its output (b, H), the mixer's new state)."""
+    activation = nn.ACTIVATIONS[model.config["activation"]]
+    block = model.blocks[i]
+    y, mixer_state = block["mixer"].step(h, mixer_state, tau)                       # (b, H)
+    return block["norm"](activation(y) + h), mixer_state
+
+
+def _final_output(model, final, tail):
+    """Head applied to the final pooling of the committed top-level elements plus an optional tail."""
+    mode = model.config["pooling"]
+    final_mode = {"last": "stride", "mean": "mean", "max": "max"}[mode]
+    if tail is not None:
+        final = _accumulate(final_mode, final, tail, None)
+    pooled = _aggregate(final_mode, final)                                          # (b, H)
+    return model.head(pooled)
+
+
+def stream_step(model, x_t, state, integration_timestep=None):
+    """One event per row: x_t token ids (b,) or features (b, input_dim); τ (b,) >= 0 or None.
+
+    Returns (output (b, num_classes or output_dim) in the model's dtype, new state). The given state is not changed.
+    """
+    check_streamable(model)
+    x_t = model._as_tensor(x_t)
+    expected_ndim = 1 if model.config["vocab_size"] is not None else 2
+    if x_t.ndim != expected_ndim:
+        shape = "(b,) token ids" if expected_ndim == 1 else f"(b, input_dim={model.config['input_dim']})"
+        raise ValueError(f"x_t must be one event per row, of shape {shape}; got shape {tuple(x_t.shape)}")
+    h = model.embed(x_t[:, None], start=state["events"])[:, 0]                      # (b, H)
+    tau = None
+    if integration_timestep is not None:
+        tau = check_timesteps(_as_module_tensor(integration_timestep, "integration_timestep", model),
+                              name="integration_timestep")
+        if tuple(tau.shape) != (h.shape[0],):
+            raise ValueError(f"integration_timestep must have shape (b={h.shape[0]},); got {tuple(tau.shape)}")
+        for i, mixer in enumerate(block["mixer"] for block in model.blocks):
+            if not getattr(mixer, "accepts_timesteps", True):
+                raise ValueError(f"integration_timestep was given but block {i} ({type(mixer).__name__}) "
+                                 "does not accept timesteps")
+    if len(state["mixers"]) != len(model.blocks) or h.shape[0] != state["batch"]:
+        raise ValueError("state does not belong to this model and batch: make it with model.init_state(batch)")
+
+    mixers, windows, final = list(state["mixers"]), list(state["windows"]), state["final"]
+    # commit: the event climbs while pooling windows close
+    open_stage = None
+    for i in range(len(model.blocks)):
+        h, mixers[i] = _block(model, i, h, mixers[i], tau)
+        mode, stride = model.modes[i], model.strides[i]
+        if mode == "none":
+            continue                                                                # h goes on unchanged
+        windows[i] = _accumulate(mode, windows[i], h, tau)
+        if windows[i][0] < stride:
+            open_stage = i                                                          # stays open: stop committing
+            break
+        h, tau = _aggregate(mode, windows[i]), windows[i][2]                        # the closed window's element
+        windows[i] = _empty_window()
+    if open_stage is None:
+        final = _accumulate({"last": "stride", "mean": "mean", "max": "max"}[model.config["pooling"]], final, h, None)
+        output = _final_output(model, final, None)
+    else:
+        # flush: the open window's tail runs through the blocks below from their committed states
+        tail, tail_tau = _aggregate(model.modes[open_stage], windows[open_stage]), windows[open_stage][2]
+        for i in range(open_stage + 1, len(model.blocks)):
+            tail, _ = _block(model, i, tail, mixers[i], tail_tau)                   # not committed
+            mode = model.modes[i]
+            if mode != "none":
+                provisional = _accumulate(mode, windows[i], tail, tail_tau)
+                tail, tail_tau = _aggregate(mode, provisional), provisional[2]
+        output = _final_output(model, final, tail)
+    return output, {"events": state["events"] + 1, "batch": state["batch"], "mixers": mixers, "windows": windows, "final": final}
