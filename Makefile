@@ -4,7 +4,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: book test demo bench clean
+.PHONY: book test demo bench clean lab
 
 $(BIN)/.installed: pyproject.toml constraints
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m reference.demo
+
+# The book's pages as notebooks that run from this clone (outputs empty; open them with any Jupyter).
+lab: $(BIN)/.installed
+	$(BIN)/python book/_notebooks.py book/_build/notebooks
+	@echo "Open the notebooks in book/_build/notebooks with Jupyter, e.g. $(BIN)/pip install jupyterlab && $(BIN)/jupyter lab book/_build/notebooks"
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.scan --quick

@@ -18,7 +18,7 @@ def show(obj):
 def use_book_style():
     """One plot style for every page: readable fonts, light grid, crisp PNGs."""
     mpl.rcParams.update({
-        "figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (7.5, 3.6),
+        "figure.dpi": 150, "savefig.dpi": 150, "figure.figsize": (7.5, 3.6),
         "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
         "font.size": 10, "legend.fontsize": 9, "legend.frameon": False,
         "image.cmap": "viridis", "figure.constrained_layout.use": True,

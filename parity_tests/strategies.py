@@ -279,3 +279,23 @@ def scan_problem(rng, batch, L, N, complex_=True, time_varying=True, with_h0=Tru
     else:
         a, b, h0 = rng.uniform(-0.99, 0.99, shape), rng.normal(size=(batch, L, N)), rng.normal(size=(batch, N))
     return a, b, (h0 if with_h0 else None)
+
+
+# ----------------------------------------------------------------------------- S6 (SPEC §4.8)
+@st.composite
+def _s6_configs(draw):
+    """Small bare S6 configs: every continuous discretisation, dt ranges from tiny to large steps, both dt inits.
+    Only the bare layer is drawn here: with block=True the state is a pair (conv state, h), which the
+    registry-driven properties (one state array) do not take; reference_tests/test_s6.py and
+    parity_tests/test_golden_s6.py cover block=True."""
+    dt_min = draw(st.sampled_from([1e-3, 1e-2, 0.5]))
+    return {"d_model": draw(widths(4)), "d_state": draw(widths(4)),
+            "dt_rank": draw(st.sampled_from(["auto", 1, 2])), "dt_min": dt_min,
+            "dt_max": dt_min * draw(st.sampled_from([1.0, 10.0, 100.0])),
+            "dt_init": draw(st.sampled_from(["random", "constant"])),
+            "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "seed": draw(seeds)}
+
+
+# S6 is not linear in x (Δ_t, B_t, C_t depend on it): the SPEC's LTI reduction (reference_tests/test_s6.py) replaces linearity.
+LAYER_CONFIGS["S6"] = LayerConfig(_s6_configs, linear=False,
+                                  slow_decay={"dt_min": 1e-4, "dt_max": 2e-4, "dt_scale": 0.1})

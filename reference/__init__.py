@@ -8,5 +8,8 @@ from .layers import REGISTRY
 from .layers.lru import LRU
 from .layers.s5 import S5
 from .layers.s4d import S4D
+from .layers.s6 import S6
+from .layers.rglru import RGLRU
+from .layers.s7 import S7
 from .pooling import final_pool, pool
 from .classifier import Classifier, HierarchicalClassifier

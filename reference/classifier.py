@@ -29,8 +29,8 @@ import numpy as np
 from . import nn
 from .layers import REGISTRY
 from .layers.lru import LRU
-from .layers._common import (Layer, check_choice, check_input, check_integration_timesteps, check_lengths,
-                             check_positive_int)
+from .layers._base import Layer
+from .layers._checks import check_choice, check_input, check_integration_timesteps, check_lengths, check_positive_int
 from .pooling import FINAL_MODES, INTERMEDIATE_MODES, final_pool, pool
 from .streaming import init_stream, stream_step
 
@@ -236,6 +236,7 @@ class Classifier(Layer):
             raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {x.dtype}")
         if x.ndim != 2 or 0 in x.shape:
             raise ValueError(f"x must be token ids of shape (b, L) with b, L >= 1; got shape {x.shape}")
+        x = x.astype(np.int64)        # every integer dtype: uint8 ids reach 255, int8 ids may be negative
         bad = (x < 0) | (x >= cfg["vocab_size"])
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])

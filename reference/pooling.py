@@ -23,7 +23,7 @@ Glossary (SPEC §1): b batch, L length, H width, s stride; primes mark pooled qu
 """
 import numpy as np
 
-from .layers._common import check_choice, check_input, check_integration_timesteps, check_lengths, check_positive_int
+from .layers._checks import check_choice, check_input, check_integration_timesteps, check_lengths, check_positive_int
 
 INTERMEDIATE_MODES = ("none", "stride", "mean", "max")
 FINAL_MODES = ("last", "mean", "max")

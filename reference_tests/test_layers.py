@@ -19,7 +19,7 @@ from parity_tests.strategies import (batch_sizes, layer_config, lengths_vector, 
                                      timesteps)
 from parity_tests.tolerances import assert_close
 from reference.layers import REGISTRY
-from reference.layers._common import LAYER_METHODS
+from reference.layers._checks import LAYER_METHODS
 
 LAYERS = sorted(REGISTRY)
 TIMESTEP_LAYERS = [name for name in LAYERS if layer_config(name).timesteps]

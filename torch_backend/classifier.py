@@ -34,9 +34,9 @@ from . import nn
 from .discretize import checking_values
 from .layers import REGISTRY
 from .layers.lru import LRU
-from .layers._common import Layer, check_input, check_integration_timesteps, check_lengths, check_positive_int, \
-    draw_seed, \
-    from_reference_layer
+from .layers._base import Layer, draw_seed
+from .layers._checks import check_input, check_integration_timesteps, check_lengths, check_positive_int
+from .exchange import from_reference
 from .pooling import final_pool, pool
 from .streaming import init_stream, stream_step
 
@@ -107,7 +107,7 @@ class Classifier(Layer):
         else:
             self.input_proj = _blank(torch.nn.Linear, input_dim, d_model)
         self.blocks = torch.nn.ModuleList(
-            torch.nn.ModuleDict({"mixer": from_reference_layer(mixer, dtype=dtype),
+            torch.nn.ModuleDict({"mixer": from_reference(mixer, dtype=dtype),
                                  "norm": torch.nn.LayerNorm(d_model, eps=nn.LAYER_NORM_EPS)})
             for mixer in ref.mixers)
         self.dropout = torch.nn.Dropout(ref.config["dropout"])
@@ -151,6 +151,9 @@ class Classifier(Layer):
             raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {x.dtype}")
         if x.ndim != 2 or 0 in x.shape:
             raise ValueError(f"x must be token ids of shape (b, L) with b, L >= 1; got shape {tuple(x.shape)}")
+        # Note: ids of every integer dtype become int64 before the range check (a uint8 comparison with
+        # vocab_size = 256 wraps; F.embedding and uint16/32/64 comparisons take int64 only).
+        x = x.to(torch.int64)
         if x.device != self.device:
             raise ValueError(f"x is on device {x.device} but the module's parameters are on {self.device}; "
                              f"move it with x.to({str(self.device)!r}) or the module with .to()")

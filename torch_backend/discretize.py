@@ -63,6 +63,8 @@ def phi1(z):
 
     z: real or complex tensor (any shape). Returns a tensor of z's shape and dtype.
     Real z: expm1(z)/z. Complex z = x + iy: e^z − 1 = [expm1(x)·cos y − 2 sin²(y/2)] + i·e^x sin y.
+    Below |z| = sqrt(ε) of z's precision the series 1 + z/2 + z²/6 is used: dividing by a subnormal
+    complex z overflows, so φ1 of a tiny valid step must never reach the division.
     """
     if z.is_complex():
         x, y = z.real, z.imag
@@ -71,10 +73,11 @@ def phi1(z):
     else:
         z = z if z.is_floating_point() else z.to(torch.get_default_dtype())
         numerator = torch.expm1(z)
-    is_zero = z == 0
-    safe_z = torch.where(is_zero, torch.ones_like(z), z)      # mask the division, not only the result
-    # Note: the z = 0 branch is 1 + z/2 rather than the constant 1 so that its gradient is φ1'(0) = ½.
-    return torch.where(is_zero, 1 + z / 2, numerator / safe_z)
+    # Note: the threshold is sqrt(ε) of the tensor's precision (the reference's is float64's); the series'
+    # value and gradient (½ + z/3) are then exact to rounding, and its gradient at 0 is φ1'(0) = ½.
+    small = torch.abs(z) < torch.finfo(z.real.dtype).eps ** 0.5
+    safe_z = torch.where(small, torch.ones_like(z), z)        # mask the division, not only the result
+    return torch.where(small, 1 + z / 2 + z * z / 6, numerator / safe_z)
 
 
 def discretize(Lambda, dt, method, tau=None, *, check_values=True):
@@ -111,27 +114,50 @@ def discretize(Lambda, dt, method, tau=None, *, check_values=True):
         tau = tau.reshape(tau.shape + (1,) * Lambda.ndim)          # (b, L, 1...)
         dt_A = tau * dt                                            # (b, L, S...)
     one = torch.ones_like(dt_A)
+    z = _exponent(Lambda, dt_A)                                    # λΔ_A, exactly 0 where Δ_A = 0
+    gone = torch.exp(z.real) == 0                                  # |e^z| underflows: Ā = 0, the past is forgotten
+    z_live = torch.where(gone, torch.zeros_like(z), z)             # e^z of Re z = −inf, Im z = ±inf is NaN
+    decay = torch.where(gone, torch.zeros_like(z), torch.exp(z_live))
 
     if method == "zoh":
-        Lambda_bar = torch.exp(Lambda * dt_A)
-        gamma_bar = dt_A * phi1(Lambda * dt_A)
+        Lambda_bar = decay
+        minus_inverse = -1 / torch.where(gone, Lambda, torch.ones_like(Lambda))   # γ̄ → −1/λ as e^z → 0
+        gamma_bar = torch.where(gone, minus_inverse, dt_A * phi1(z_live))
     elif method == "bilinear":
-        half = Lambda * dt_A / 2
-        Lambda_bar = (1 + half) / (1 - half)
-        gamma_bar = dt_A / (1 - half)
+        # Δ_A > 1: the same fractions divided through by Δ_A, so that λΔ_A/2 never overflows (Ā → −1).
+        large = dt_A > 1
+        inverse = 1 / torch.where(large, dt_A, one)                # 1/Δ_A where large
+        half = _exponent(Lambda, torch.where(large, one, dt_A)) / 2
+        Lambda_bar = torch.where(large, (inverse + Lambda / 2) / (inverse - Lambda / 2), (1 + half) / (1 - half))
+        gamma_bar = torch.where(large, 1 / (inverse - Lambda / 2), dt_A / (1 - half))
     elif method == "exp_euler":
-        Lambda_bar = torch.exp(Lambda * dt_A)
+        Lambda_bar = decay
         gamma_bar = dt_A * one
     elif method == "async":
-        Lambda_bar = torch.exp(Lambda * dt_A)
+        Lambda_bar = decay
         gamma_bar = torch.broadcast_to(dt * phi1(Lambda * dt), Lambda_bar.shape)
     elif method == "dirac":
-        Lambda_bar = torch.exp(Lambda * dt_A)
+        Lambda_bar = decay
         gamma_bar = one
     else:  # "none": Lambda is already discrete; under events the decay is raised to the power τ
         Lambda_bar = Lambda * one if tau is None else _power(Lambda, tau)
         gamma_bar = one
     return Lambda_bar, gamma_bar
+
+
+def _exponent(Lambda, dt_A):
+    """λ·Δ_A elementwise, exactly 0 where Δ_A = 0, formed from the real and imaginary parts separately.
+
+    A complex product λ·Δ_A multiplies Im(Δ_A) = 0 by Re λ; for an underflowed λ (Re λ = −inf) that is
+    NaN, and τ = 0 must still give Ā = 1 (0⁰ = 1).
+    """
+    zero = dt_A == 0
+    safe_dt = torch.where(zero, torch.ones_like(dt_A), dt_A)
+    if not Lambda.is_complex():
+        return torch.where(zero, torch.zeros_like(dt_A), Lambda * safe_dt)
+    re = torch.where(zero, torch.zeros_like(dt_A), Lambda.real * safe_dt)
+    im = torch.where(zero, torch.zeros_like(dt_A), Lambda.imag * safe_dt)
+    return torch.complex(re, im)                                   # (S...) or (b, L, S...)
 
 
 def _power(Lambda_bar, tau):

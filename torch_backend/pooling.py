@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.pooling import FINAL_MODES, INTERMEDIATE_MODES
-from .layers._common import check_choice, check_input, check_integration_timesteps, check_lengths, check_positive_int
+from .layers._checks import check_choice, check_input, check_integration_timesteps, check_lengths, check_positive_int
 
 __all__ = ["INTERMEDIATE_MODES", "FINAL_MODES", "valid_mask", "pool", "final_pool"]
 

@@ -33,7 +33,7 @@ import torch
 
 from . import nn
 from .discretize import check_timesteps
-from .layers._common import _as_module_tensor
+from .layers._checks import _as_module_tensor
 
 
 # ----------------------------------------------------------------------------- window aggregates

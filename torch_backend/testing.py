@@ -1,7 +1,7 @@
-"""The parity-suite adapter for torch_backend: the API of parity_tests/backend.py in torch terms.
+"""The conformance-suite adapter for torch_backend: the API of parity_tests/backend.py in torch terms.
 
 `pytest parity_tests --backend torch_backend` finds this module as `torch_backend.testing`. An adapter
-for another implementation is a module with the same names (see the book's chapter on correctness).
+for another implementation is a module with the same names; parity_tests/backend.py documents the protocol.
 """
 import numpy as np
 import torch
@@ -33,14 +33,21 @@ def device_available(device):
 
 
 def vjp(fn, inputs, cotangent):
-    """Gradients of Re<cotangent, fn(*inputs)> with respect to every floating input (None for others)."""
+    """Gradients of Re<cotangent, fn(*inputs)> w.r.t. every floating input (zeros when unused; None for integers)."""
     leaves = [x.detach().requires_grad_(x.is_floating_point() or x.is_complex()) if isinstance(x, torch.Tensor) else x
               for x in inputs]
     out = fn(*leaves)
     loss = torch.real(torch.sum(torch.conj(cotangent) * out)) if out.is_complex() else torch.sum(cotangent * out)
     wanted = [x for x in leaves if isinstance(x, torch.Tensor) and x.requires_grad]
     grads = iter(torch.autograd.grad(loss, wanted, allow_unused=True))
-    return [next(grads) if isinstance(x, torch.Tensor) and x.requires_grad else None for x in leaves]
+    out = []
+    for x in leaves:
+        if isinstance(x, torch.Tensor) and x.requires_grad:
+            grad = next(grads)
+            out.append(torch.zeros_like(x) if grad is None else grad)                # unused input: zeros
+        else:
+            out.append(None)
+    return out
 
 
 def parameter_vjp(module, call, cotangent):
@@ -53,11 +60,29 @@ def parameter_vjp(module, call, cotangent):
 
 
 def cast(module, dtype, device):
-    return module.to(device=device, dtype=_DTYPES[dtype][0])
+    """The module on `device` with real tensors in dtype and complex ones in its complex partner."""
+    real, complex_ = _DTYPES[dtype]
+    module = module.to(device=device)
+    return module._apply(lambda t: t.to(complex_ if t.is_complex() else real) if t.is_floating_point() or t.is_complex()
+                         else t)
 
 
 discretize = torch_backend.discretize
 scan = torch_backend.scan
-from_reference = getattr(torch_backend, "from_reference", None)
+
+
+def from_reference(obj):
+    """The torch twin (float64) of a reference layer or Classifier; Unsupported when torch_backend has no twin of
+    the class (or of one of a Classifier's mixers) yet."""
+    from parity_tests.backend import Unsupported
+    from torch_backend.exchange import _TORCH_CLASSES
+    names = [type(obj).__name__] + [type(m).__name__ for m in getattr(obj, "mixers", ())]
+    missing = [n for n in names if n not in _TORCH_CLASSES]
+    if missing:
+        raise Unsupported(f"torch_backend has no twin of {', '.join(sorted(set(missing)))}")
+    return torch_backend.from_reference(obj)
+
+
+DECLARATIONS = {"exact_error_messages": True}      # the house style: messages as the reference words them
 pool = getattr(torch_backend, "pool", None)
 final_pool = getattr(torch_backend, "final_pool", None)

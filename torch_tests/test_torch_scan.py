@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from reference.discretize import DENSE_METHODS, METHODS as DISCRETIZATIONS
 from reference.discretize import discretize as ref_discretize, discretize_dense as ref_discretize_dense
-from reference.layers._common import Layer as ReferenceLayer
+from reference.layers._base import Layer as ReferenceLayer
 from reference.scan import scan as ref_scan, scan_dense as ref_scan_dense, scan_reverse as ref_scan_reverse
 from reference.scan import scan_vjp as ref_scan_vjp
 from torch_backend.discretize import discretize, discretize_dense, phi1
 from torch_backend.exchange import from_reference, to_reference
-from torch_backend.layers._common import Layer, check_input, check_state, draw_seed
+from torch_backend.layers._base import Layer, draw_seed
+from torch_backend.layers._checks import check_input, check_state
 from torch_backend.scan import SCAN_METHODS, _associative_scan, scan, scan_dense, scan_reverse, scan_vjp
 from parity_tests.strategies import (batch_sizes, rng_from, scan_problem, scan_problems, seeds, sequence_lengths,
                                      stable_eigenvalues)
@@ -364,8 +365,8 @@ def test_load_params_and_inputs_refuse_mismatches():
 
 
 def test_shared_computations_equal_reference():
-    from reference.layers import _common as ref_common
-    from torch_backend.layers import _common as torch_common
+    from reference.layers import _math as ref_common
+    from torch_backend.layers import _checks, _math as torch_common
     rng = rng_from(8)
     Lambda_bar, L = stable_eigenvalues(rng, (3,)), 9
     Lambda_bar[0] = 0.0                                                   # an underflowed Ā: 0^0 = 1, no NaN
@@ -382,9 +383,9 @@ def test_shared_computations_equal_reference():
                                                              None if lens is None else torch.tensor(lens)).numpy(),
                      ref_common.final_state_by_convolution(kernel, drive, lens))
     with pytest.raises(ValueError, match="lengths must satisfy"):
-        torch_common.check_lengths(np.array([0, 3]), 2, L)
+        _checks.check_lengths(np.array([0, 3]), 2, L)
     with pytest.raises(TypeError, match="integer array"):
-        torch_common.check_lengths(np.array([1.0, 3.0]), 2, L)
+        _checks.check_lengths(np.array([1.0, 3.0]), 2, L)
 
 
 def test_parameters_do_not_alias_the_reference_arrays():

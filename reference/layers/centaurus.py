@@ -30,12 +30,13 @@ n block (R = d_state), m sub-state (M = sub_state_dim).
 """
 import numpy as np
 
+from ..backward import diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..scan import scan
-from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps, check_lengths,
-                      final_state_by_convolution,
-                      check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
-                      final_state, powers)
+from ._base import Layer
+from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
+                      check_method, check_positive_int, check_state, check_step_input)
+from ._math import final_state_by_convolution, fft_causal_conv, final_state, powers
 
 MODES = ("neck", "pointwise", "dws", "full")
 MODE_ALIASES = {"pw": "pointwise", "s5": "pointwise"}
@@ -208,3 +209,42 @@ class Centaurus(Layer):
         Lambda_bar, gamma_bar = self.discretized()                                         # (S...)
         basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
         return np.einsum(self.subscripts["kernel"], W_out, basis, W_in)                     # (L, H, H)
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 complex or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
+        Re-runs the recurrence, then: y = W_out Re x_t → reverse scan (SPEC §3) → W_in u_t and the
+        discretisation → A_re_raw (through softplus' = sigmoid), A_im, log_dt, and the mode's maps.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, method, letters = self.params, self.discretization, EINSUM_LETTERS[self.mode]
+        s, w_in, w_out = letters["state"], letters["w_in"], letters["w_out"]
+        W_in, W_out = io_maps(p, self.mode, self.shapes)
+        Lambda = self.continuous_eigenvalues()                                             # (S...)
+        dt = np.exp(p["log_dt"]).reshape(self.shapes["dt_view"])                           # broadcasts to (S...)
+        drive = np.einsum(self.subscripts["in"], W_in, x)                                  # (b, L, S...)
+        states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, S...)
+        # y = W_out Re x_t: the gradient reaches Re x only
+        grad_W_out = np.einsum(f"blo,bl{s}->{w_out}", grad_y, states.real)                 # like W_out
+        grad_states = np.einsum(f"{w_out},blo->bl{s}", W_out, grad_y).astype(np.complex128)  # (b, L, S...)
+        grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
+            Lambda, dt, method, tau, drive, h0, states, grad_states)
+        grad_drive = grad_drive.real                                                       # W_in u_t is real
+        grad_W_in = np.einsum(f"bl{s},blh->{w_in}", grad_drive, x)                         # like W_in
+        grads = {"A_re_raw": -grad_Lambda.real / (1 + np.exp(-p["A_re_raw"])),             # softplus' = sigmoid
+                 "A_im": grad_Lambda.imag,
+                 "log_dt": (grad_dt * dt).reshape(p["log_dt"].shape)}
+        if self.mode == "neck":          # W_in = B over m, W_out = C_{o,n} E_{n,m}
+            grads["B"] = grad_W_in.sum(axis=1)                                             # (R, H)
+            grads["C"] = np.einsum("onm,nm->on", grad_W_out, p["E"])                       # (H, R)
+            grads["E"] = np.einsum("onm,on->nm", grad_W_out, p["C"])                       # (R, M)
+        elif self.mode == "pointwise":   # W_in = B, W_out = C
+            grads["B"], grads["C"] = grad_W_in, grad_W_out                                 # (R·M, H), (H, R·M)
+        elif self.mode == "dws":         # W_in = 1, W_out = W_mix_{o,h} E_{h,m}
+            grads["W_mix"] = np.einsum("ohm,hm->oh", grad_W_out, p["E"])                   # (H, H)
+            grads["E"] = np.einsum("ohm,oh->hm", grad_W_out, p["W_mix"])                   # (H, M)
+        else:                            # full: W_in = 1, W_out = E
+            grads["E"] = grad_W_out                                                        # (H, H, M)
+        grad_x = np.einsum(f"{w_in},bl{s}->blh", W_in, grad_drive)                         # (b, L, H)
+        return grad_x, parameter_gradients(self, grads), grad_h0

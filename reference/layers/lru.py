@@ -15,12 +15,14 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state; einsum letters b l
 """
 import numpy as np
 
+from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import discretize
 from ..init import check_real
 from ..scan import scan
-from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths,
-                      check_method, check_positive_int, check_state, check_step_input, fft_causal_conv,
-                      final_state, final_state_by_convolution, powers)
+from ._base import Layer
+from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
+                      check_positive_int, check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 
 # ----------------------------------------------------------------------------- initialisers
@@ -140,3 +142,30 @@ class LRU(Layer):
         K = np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real             # (L, H, H)
         K[0] += np.diag(D)
         return K
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
+        Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → γB and log λ → the stored params.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p = self.params
+        log_lambda = -np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"])                    # (N,)
+        gamma = np.exp(p["gamma_log"])                                                     # (N,)
+        B, C = gamma[:, None] * (p["B_re"] + 1j * p["B_im"]), p["C_re"] + 1j * p["C_im"]    # (N, H), (H, N)
+        drive = np.einsum("nh,blh->bln", B, x)                                             # (b, L, N)
+        states = diagonal_states(log_lambda, 1.0, "dirac", tau, drive, h0)                  # (b, L, N)
+        # y = Re(C x_t) + D u_t
+        grads = complex_pair("C", np.einsum("blh,bln->hn", grad_y, np.conj(states)))        # (H, N)
+        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = np.einsum("hn,blh->bln", np.conj(C), grad_y)                         # (b, L, N)
+        grad_log_lambda, _, grad_drive, grad_h0 = diagonal_states_vjp(
+            log_lambda, 1.0, "dirac", tau, drive, h0, states, grad_states)                  # (N,), (b, L, N)
+        grad_B = np.einsum("bln,blh->nh", grad_drive, x)                                    # (N, H) of γ ⊙ B
+        grads["nu_log"] = -np.exp(p["nu_log"]) * grad_log_lambda.real                       # (N,)
+        grads["theta_log"] = np.exp(p["theta_log"]) * grad_log_lambda.imag                  # (N,)
+        grads["gamma_log"] = np.einsum("nh,nh->n", grad_B, np.conj(B)).real                 # (N,)
+        grads.update(complex_pair("B", grad_B * gamma[:, None]))                            # (N, H)
+        grad_x = np.einsum("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
+        return grad_x, parameter_gradients(self, grads), grad_h0

@@ -26,13 +26,15 @@ m output channel (M = channels), o output feature.
 """
 import numpy as np
 
-from ..discretize import DENSE_METHODS, check_method as check_discretization, discretize_dense
-from ..nn import gelu
+from ..backward import dense_scan_vjp, parameter_gradients, prepare_vjp, sum_to_shape
+from ..discretize import DENSE_METHODS, check_method as check_discretization, discretize_dense, discretize_dense_vjp
+from ..nn import gelu, gelu_vjp
 from ..init import check_dt_range, hippo_legs, log_uniform_dt
 from ..scan import scan_dense
-from ._common import (Layer, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input, fft_causal_conv, final_state,
-                      final_state_by_convolution)
+from ._base import Layer
+from ._checks import (check_input, check_integration_timesteps, check_lengths, check_method, check_positive_int,
+                      check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution
 
 
 def init_lssl(d_model, d_state, channels, dt_min, dt_max, rng):
@@ -156,3 +158,47 @@ class LSSL(Layer):
         K = np.einsum("hmn,lhn->lhm", self.params["C"], self.state_kernel(L))              # (L, H, M)
         K[0] += self.params["D"]
         return K
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, H, N) or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
+        Re-runs the dense recurrence, then: W_out·gelu(z) + b_out → z = C x + D u → the dense reverse scan
+        → B̄ u → one `discretize_dense_vjp` per feature and distinct step (Fréchet derivative of expm for
+        zoh, solves for bilinear) → log_dt (and A with learn_A). Frozen params (`frozen`) get no entry.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, H, M = self.params, self.d_model, self.channels
+        dt = np.exp(p["log_dt"])                                                           # (H,)
+        steps = dt if tau is None else tau[:, :, None] * dt                                # (H,) or (b, L, H)
+        A_bar, B_bar = discretize_per_step(p["A"], p["B"], steps, self.discretization)     # (…, H, N, N), (…, H, N)
+        drive = B_bar * x[..., None]                                                       # (b, L, H, N)
+        states = scan_dense(A_bar, drive, h0)                                              # (b, L, H, N)
+        z = np.einsum("hmn,blhn->blhm", p["C"], states) + p["D"] * x[..., None]            # (b, L, H, M)
+        # y = W_out gelu(z) + b_out;  z = C x_t + D u_t
+        grads = {"W_out": np.einsum("blo,blhm->ohm", grad_y, gelu(z)).reshape(H, H * M),   # (H, H·M)
+                 "b_out": grad_y.sum(axis=(0, 1))}                                          # (H,)
+        grad_z = gelu_vjp(np.einsum("ohm,blo->blhm", p["W_out"].reshape(H, H, M), grad_y), z)  # (b, L, H, M)
+        grads["C"] = np.einsum("blhm,blhn->hmn", grad_z, states)                           # (H, M, N)
+        grads["D"] = np.einsum("blhm,blh->hm", grad_z, x)                                  # (H, M)
+        grad_states = np.einsum("hmn,blhm->blhn", p["C"], grad_z)                          # (b, L, H, N)
+        grad_A_bar, grad_drive, grad_h0 = dense_scan_vjp(A_bar, drive, h0, states, grad_states)
+        grad_B_bar = sum_to_shape(grad_drive * x[..., None], B_bar.shape)                 # like B̄
+        grad_x = np.einsum("blhm,hm->blh", grad_z, p["D"]) + (grad_drive * B_bar).sum(axis=-1)  # (b, L, H)
+        # the discretisation: steps are Δ_h or τ_t·Δ_h; one dense adjoint per (feature, distinct step)
+        steps = np.broadcast_to(steps, A_bar.shape[:-2])                                   # (H,) or (b, L, H)
+        grads["A"], grads["B"], grads["log_dt"] = np.zeros_like(p["A"]), np.zeros_like(p["B"]), np.zeros(H)
+        for h in range(H):
+            values, index = np.unique(steps[..., h], return_inverse=True)                  # (U,)
+            index = index.reshape(steps[..., h].shape)
+            for u, value in enumerate(values):
+                if value == 0:                                                             # Ā = I, B̄ = 0: constant
+                    continue
+                chosen = index == u
+                grad_A, grad_B, grad_step = discretize_dense_vjp(
+                    p["A"], p["B"], value, self.discretization,
+                    grad_A_bar[..., h, :, :][chosen].sum(axis=0), grad_B_bar[..., h, :][chosen].sum(axis=0))
+                grads["A"] += grad_A
+                grads["B"] += grad_B
+                grads["log_dt"][h] += grad_step * value                                    # ∂step/∂log_dt = step
+        return grad_x, parameter_gradients(self, grads), grad_h0

@@ -38,8 +38,11 @@ R receptive field.
 """
 import numpy as np
 
-from ._common import (Layer, check_choice, check_input, check_lengths, check_method, check_positive_int,
-                      check_state, check_step_input, fft_causal_conv)
+from ..backward import causal_dilated_conv_vjp, parameter_gradients, prepare_vjp
+from ._base import Layer
+from ._checks import (check_choice, check_input, check_lengths, check_method, check_positive_int, check_state,
+                      check_step_input)
+from ._math import fft_causal_conv
 
 MEMORIES = ("fading", "uniform")
 
@@ -217,6 +220,45 @@ class MultiresConv(Layer):
         if np.iscomplexobj(state):
             raise TypeError(f"{name} must be real (MultiresConv's state is its input history); got a complex array")
         return check_state(state, (batch, self.receptive_field - 1, self.d_model), np.float64, name)
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {g0, g1, w}, G_history (b, R − 1, H) or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); initial_state: the input history, as in
+        __call__. Re-runs the tree keeping every level, then runs it backwards: the read-out, then level by
+        level from J to 1 the adjoint of each dilated convolution (`causal_dilated_conv_vjp`).
+        """
+        check_no_timesteps(integration_timesteps, "integration_timesteps")
+        grad_y, x, lengths, _, history = prepare_vjp(self, grad_y, x, lengths, None, initial_state)
+        p, L = self.params, x.shape[1]
+        u = x if history is None else np.concatenate([history, x], axis=1)                # (b, R − 1 + L, H)
+        grad_out = np.zeros_like(u)                                                        # (b, R − 1 + L, H)
+        grad_out[:, -L:] = grad_y
+        levels = [u]                                                                       # a⁽⁰⁾ … a⁽ᴶ⁻¹⁾
+        approximation, details = u, []
+        for l in range(1, self.depth + 1):
+            details.append(causal_dilated_conv(approximation, p["g1"], 2 ** (l - 1)))      # b⁽ˡ⁾ (b, ·, H)
+            approximation = causal_dilated_conv(approximation, p["g0"], 2 ** (l - 1))     # a⁽ˡ⁾ (b, ·, H)
+            levels.append(approximation)
+        # y = w₀ a⁽ᴶ⁾ + Σ (w-columns ⋆ b⁽ˡ⁾) + w_last u
+        grad_w = np.zeros_like(p["w"])                                                     # (H, width)
+        grad_w[:, 0] = np.einsum("blh,blh->h", grad_out, approximation)
+        grad_w[:, -1] = np.einsum("blh,blh->h", grad_out, u)
+        grad_approximation = p["w"][:, 0] * grad_out                                       # (b, ·, H)
+        grad_details = [np.zeros_like(u) for _ in details]
+        for l, count, column in self.plan:
+            grad_details[l - 1], grad_w[:, column:column + count] = causal_dilated_conv_vjp(
+                details[l - 1], p["w"][:, column:column + count], 2 ** l, grad_out)
+        grad_g0, grad_g1 = np.zeros_like(p["g0"]), np.zeros_like(p["g1"])                   # (H, k)
+        for l in range(self.depth, 0, -1):
+            grad_from_a, grad_g = causal_dilated_conv_vjp(levels[l - 1], p["g0"], 2 ** (l - 1), grad_approximation)
+            grad_g0 += grad_g
+            grad_from_b, grad_g = causal_dilated_conv_vjp(levels[l - 1], p["g1"], 2 ** (l - 1), grad_details[l - 1])
+            grad_g1 += grad_g
+            grad_approximation = grad_from_a + grad_from_b                                 # G of a⁽ˡ⁻¹⁾
+        grad_u = grad_approximation + p["w"][:, -1] * grad_out                             # (b, R − 1 + L, H)
+        grads = {"g0": grad_g0, "g1": grad_g1, "w": grad_w}
+        return grad_u[:, -L:], parameter_gradients(self, grads), None if history is None else grad_u[:, :-L]
 
 
 def check_no_timesteps(tau, name):

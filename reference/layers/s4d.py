@@ -22,12 +22,14 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 """
 import numpy as np
 
+from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_uniform_dt
 from ..scan import scan
-from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
-                      check_lengths, check_method, check_positive_int, check_state, check_step_input,
-                      fft_causal_conv, final_state, final_state_by_convolution, powers)
+from ._base import Layer
+from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
+                      check_method, check_positive_int, check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
 S4D_INITS = ("legs", "lin", "inv", "real")
@@ -146,3 +148,30 @@ class S4D(Layer):
         K = self.kappa * np.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real   # (L, H)
         K[0] += D
         return K
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, H, N) complex or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
+        Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → B u and the discretisation
+        → log_A_re, A_im, log_dt, B, C, D.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, method = self.params, self.discretization
+        Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                                   # (H, N)
+        dt = np.exp(p["log_dt"])[:, None]                                                  # (H, 1)
+        B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]                      # (H, N)
+        drive = np.einsum("hn,blh->blhn", B, x)                                            # (b, L, H, N)
+        states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, H, N)
+        # y = 2 Re Σ_n C x_t + D u_t
+        grads = complex_pair("C", self.kappa * np.einsum("blh,blhn->hn", grad_y, np.conj(states)))  # (H, N)
+        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = self.kappa * np.einsum("hn,blh->blhn", np.conj(C), grad_y)           # (b, L, H, N)
+        grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
+            Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (H, N), (H, 1), …
+        grads["log_A_re"] = -np.exp(p["log_A_re"]) * grad_Lambda.real                       # (H, N)
+        grads["A_im"] = grad_Lambda.imag                                                    # (H, N)
+        grads["log_dt"] = (grad_dt * dt)[:, 0]                                              # (H,)
+        grads.update(complex_pair("B", np.einsum("blhn,blh->hn", grad_drive, x)))           # (H, N)
+        grad_x = np.einsum("blhn,hn->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y   # (b, L, H)
+        return grad_x, parameter_gradients(self, grads), grad_h0

@@ -23,12 +23,14 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local s
 """
 import numpy as np
 
+from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import scan
-from ._common import (LAYER_METHODS, Layer, check_choice, check_input, check_integration_timesteps,
-                      check_lengths, check_method, check_positive_int, check_state, check_step_input,
-                      fft_causal_conv, final_state, final_state_by_convolution, powers)
+from ._base import Layer
+from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
+                      check_method, check_positive_int, check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 S5_METHODS = tuple(m for m in METHODS if m != "none")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
@@ -157,3 +159,33 @@ class S5(Layer):
         K = self.kappa * np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real   # (L, H, H)
         K[0] += np.diag(D)
         return K
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
+        Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → B̃ u and the discretisation
+        (∂Ā/∂Λ, ∂γ̄/∂Λ, ∂Ā/∂Δ, ∂γ̄/∂Δ of `discretize_vjp`) → Λ, log_dt, B̃, C̃, D.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, method = self.params, self.discretization
+        clipped = self.config["clip_eigs"]
+        Lambda_re = np.minimum(p["Lambda_re"], CLIP_RE) if clipped else p["Lambda_re"]    # (N,)
+        Lambda = Lambda_re + 1j * p["Lambda_im"]                                           # (N,)
+        dt = self.config["step_rescale"] * np.exp(p["log_dt"])                             # (N,)
+        B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]                      # (N, H), (H, N)
+        drive = np.einsum("nh,blh->bln", B, x)                                             # (b, L, N)
+        states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, N)
+        # y = κ Re(C̃ x_t) + D u_t
+        grads = complex_pair("C", self.kappa * np.einsum("blh,bln->hn", grad_y, np.conj(states)))  # (H, N)
+        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = self.kappa * np.einsum("hn,blh->bln", np.conj(C), grad_y)            # (b, L, N)
+        grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
+            Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (N,), (N,), (b, L, N)
+        # Note: the clamp passes the gradient where Re Λ <= −1e-4 (torch.clamp's rule at the boundary).
+        grads["Lambda_re"] = grad_Lambda.real * (p["Lambda_re"] <= CLIP_RE if clipped else 1.0)  # (N,)
+        grads["Lambda_im"] = grad_Lambda.imag                                               # (N,)
+        grads["log_dt"] = grad_dt * dt                                                      # (N,)
+        grads.update(complex_pair("B", np.einsum("bln,blh->nh", grad_drive, x)))            # (N, H)
+        grad_x = np.einsum("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
+        return grad_x, parameter_gradients(self, grads), grad_h0

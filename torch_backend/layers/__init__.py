@@ -4,7 +4,7 @@ Layer helpers append two lines each below the marker, e.g.
     from .lru import LRU
     REGISTRY["LRU"] = LRU
 """
-from ._common import Layer
+from ._base import Layer
 
 REGISTRY = {}
 
@@ -21,3 +21,9 @@ from .s5 import S5  # noqa: E402
 REGISTRY["S5"] = S5
 from .s4d import S4D  # noqa: E402
 REGISTRY["S4D"] = S4D
+from .s6 import S6  # noqa: E402
+REGISTRY["S6"] = S6
+from .rglru import RGLRU  # noqa: E402
+REGISTRY["RGLRU"] = RGLRU
+from .s7 import S7  # noqa: E402
+REGISTRY["S7"] = S7

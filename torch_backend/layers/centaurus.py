@@ -32,9 +32,10 @@ from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_
 from reference.layers.centaurus import Centaurus as ReferenceCentaurus
 from ..discretize import discretize
 from ..scan import scan
-from ._common import (LAYER_METHODS, Layer, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input, draw_seed, fft_causal_conv, final_state,
-                      final_state_by_convolution, powers)
+from ._base import Layer, draw_seed
+from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
+                      check_positive_int, check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
            "mode_shapes", "softplus", "io_maps", "Centaurus"]

@@ -26,9 +26,10 @@ from reference.layers.lssl import LSSL as ReferenceLSSL
 from ..discretize import discretize_dense
 from ..nn import gelu
 from ..scan import scan_dense
-from ._common import (Layer, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input, draw_seed, fft_causal_conv, final_state,
-                      final_state_by_convolution)
+from ._base import Layer, draw_seed
+from ._checks import (check_input, check_integration_timesteps, check_lengths, check_method, check_positive_int,
+                      check_state, check_step_input)
+from ._math import fft_causal_conv, final_state, final_state_by_convolution
 
 __all__ = ["discretize_per_step", "LSSL"]
 

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
-from ._common import (Layer, check_choice, check_input, check_lengths, check_method, check_positive_int,
-                      check_state, check_step_input, draw_seed, fft_causal_conv)
+from ._base import Layer, draw_seed
+from ._checks import (check_choice, check_input, check_lengths, check_method, check_positive_int, check_state,
+                      check_step_input)
+from ._math import fft_causal_conv
 
 
 # ----------------------------------------------------------------------------- the tree

@@ -1,0 +1,91 @@
+"""Streaming-classifier benchmark: events per second of `Classifier.step` (SPEC §6.1) in both backends, and
+what the torch step allocates per event compared with the state it returns.
+
+    python -m benchmarks.streaming [--quick]
+
+Model: a 4-layer Classifier, d_model = 128, d_state = 64, mixers LRU/S5/S4D/Centaurus, mean pooling by 2
+after the first two blocks, final mean pooling, in evaluation mode (what an online deployment runs).
+Measured at batch 1 and batch 64: events per second per row stream (one event of every row per step) and the
+whole-sequence forward on the same events for scale. Allocation: torch.profiler with profile_memory over
+one step, the sum of the positive allocations ("Self CPU Mem" of every op) against the bytes of the state.
+--quick: d_model 32, d_state 16, fewer events.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import reference
+import torch_backend
+
+MIX = ["LRU", "S5", "S4D", "Centaurus"]
+
+
+def build(H, N, seed=0):
+    return reference.Classifier(input_dim=8, num_classes=10, d_model=H, d_state=N, n_layers=4, lrnn_cls=MIX,
+                                intermediate_pooling=["mean", "mean", "none", "none"], pooling_factor=2,
+                                pooling="mean", dropout=0.0, seed=seed)
+
+
+def state_bytes(state):
+    """Bytes held by the arrays/tensors of a streaming state."""
+    total = 0
+    for value in [*state["mixers"], *(w[1] for w in state["windows"]), *(w[2] for w in state["windows"]),
+                  state["final"][1]]:
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, np.ndarray):
+            total += value.nbytes
+    return total
+
+
+def events_per_second(model, x, to=lambda a: a):
+    """(events per second per row, the final state) for stepping through x (b, L, input_dim)."""
+    state = model.init_state(x.shape[0])
+    model.step(to(x[:, 0]), state)                                            # warm-up (compiles nothing new)
+    start = time.perf_counter()
+    for t in range(x.shape[1]):
+        _, state = model.step(to(x[:, t]), state)
+    return x.shape[1] / (time.perf_counter() - start), state
+
+
+def step_allocation(model, x_t, state):
+    """Bytes torch allocates during one step (sum of the positive per-op allocations)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model.step(x_t, state)
+    return sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    H, N, L = (32, 16, 64) if args.quick else (128, 64, 256)
+    rng = np.random.default_rng(0)
+    ref = build(H, N)
+    module = torch_backend.from_reference(ref, dtype=torch.float32).eval()
+    print(f"4-layer Classifier {MIX}, d_model={H}, d_state={N}, {L} events; threads={torch.get_num_threads()}")
+    print(f"{'backend':<22}{'batch':>6}{'events/s per row':>18}{'forward on all events (ms)':>28}")
+    for batch in (1, 64):
+        x = rng.normal(size=(batch, L, 8))
+        rate, _ = events_per_second(ref, x)
+        start = time.perf_counter()
+        ref(x)
+        print(f"{'reference (float64)':<22}{batch:>6}{rate:>18.0f}{1e3 * (time.perf_counter() - start):>28.1f}")
+        with torch.no_grad():
+            xt = torch.tensor(x, dtype=torch.float32)
+            rate, state = events_per_second(module, xt)
+            start = time.perf_counter()
+            module(xt)
+            forward_ms = 1e3 * (time.perf_counter() - start)
+            print(f"{'torch (float32, CPU)':<22}{batch:>6}{rate:>18.0f}{forward_ms:>28.1f}")
+            allocated = step_allocation(module, xt[:, 0], state)
+            print(f"{'':<22}{'':>6}  torch step allocates {allocated / 1024:.1f} KiB per event; "
+                  f"the state it returns holds {state_bytes(state) / 1024:.1f} KiB "
+                  f"(ratio {allocated / max(state_bytes(state), 1):.1f})")
+
+
+if __name__ == "__main__":
+    main()

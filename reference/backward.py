@@ -1,0 +1,152 @@
+"""The backward pass written by hand: chain-rule pieces every layer's `vjp` shares — SPEC §11.
+
+A layer's `vjp(grad_y, x, ...)` re-runs the forward it needs, then walks back:
+
+    read-out      y = κ·Re(C h) + D u      ⇒  G_h = κ·conj(C)ᵀ G_y,   G_C = κ Σ G_y conj(h)ᵀ,   G_D = Σ G_y u
+    scan          h_t = Ā_t h_{t−1} + γ̄_t v_t   (`reference.scan.scan_vjp`: the reverse scan of §3)
+    input         v_t = W u_t                ⇒  G_W = Σ G_v u_tᵀ,   G_u = Re(Wᴴ G_v)
+    discretise    (Ā, γ̄)(λ, Δ)              (`reference.discretize.discretize_vjp`, one formula per method)
+    parameters    λ = −exp(ν) + i·exp(θ), Δ = exp(log_dt), …   (each layer, a line per parameter)
+
+Complex convention (SPEC §3, torch's): the gradient of a real loss with respect to a complex z is
+G_z = ∂L/∂Re z + i·∂L/∂Im z; a real r with z = r·c receives Re(G_z·conj(c)); a holomorphic map w = f(z)
+passes G_z = G_w·conj(f'(z)). So a `_re`/`_im` pair receives (Re G_z, Im G_z).
+Padded positions (t ≥ len) get exactly zero gradient: G_y is zeroed there before anything runs back, and
+every layer is causal. Integration timesteps are data and get no gradient.
+
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state; S... the state's axes.
+"""
+import numpy as np
+
+from .discretize import discretize, discretize_vjp
+from .scan import scan, scan_dense, scan_vjp
+
+
+# ----------------------------------------------------------------------------- small pieces
+def mask_padding(grad_y, lengths):
+    """G_y with the padded positions t >= len zeroed (no gradient flows from an unspecified output).
+
+    grad_y: (b, L, ...) real; lengths: (b,) int or None. Returns float64 of grad_y's shape.
+    """
+    grad_y = np.asarray(grad_y, dtype=np.float64)
+    if lengths is None:
+        return grad_y
+    valid = np.arange(grad_y.shape[1])[None, :] < np.asarray(lengths)[:, None]          # (b, L)
+    return grad_y * valid.reshape(valid.shape + (1,) * (grad_y.ndim - 2))
+
+
+def check_grad(grad_y, shape, name="grad_y"):
+    """The incoming gradient must be real and have the output's shape. Returns it as float64."""
+    grad_y = np.asarray(grad_y)
+    if grad_y.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real array (the gradient of a real loss); got dtype {grad_y.dtype}")
+    if grad_y.shape != tuple(shape):
+        raise ValueError(f"{name} must have the output's shape {tuple(shape)}; got {grad_y.shape}")
+    return grad_y.astype(np.float64)
+
+
+def sum_to_shape(grad, shape):
+    """Sum `grad` over the axes along which an array of `shape` was broadcast to it."""
+    grad = np.asarray(grad)
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return (grad.sum(axis=stretched, keepdims=True) if stretched else grad).reshape(shape)
+
+
+def complex_pair(name, grad):
+    """{name_re: Re G, name_im: Im G} for a complex array assembled as name_re + i·name_im."""
+    return {f"{name}_re": np.ascontiguousarray(grad.real), f"{name}_im": np.ascontiguousarray(grad.imag)}
+
+
+# ----------------------------------------------------------------------------- diagonal systems
+def diagonal_states(Lambda, dt, method, tau, drive, h0=None):
+    """The forward of a diagonal layer's recurrence: h_t = Ā_t ⊙ h_{t−1} + γ̄_t ⊙ v_t.
+
+    Lambda: (S...) complex; dt: broadcastable to it; tau: (b, L) or None; drive v: (b, L, S...);
+    h0: (b, S...) or None. Returns the states (b, L, S...) complex128.
+    """
+    Lambda_bar, gamma_bar = discretize(Lambda, dt, method, tau)                          # (S...) or (b, L, S...)
+    return scan(Lambda_bar, gamma_bar * drive, h0)                                       # (b, L, S...)
+
+
+def diagonal_states_vjp(Lambda, dt, method, tau, drive, h0, states, grad_states):
+    """The adjoint of `diagonal_states`: reverse scan, then through γ̄ ⊙ v and the discretisation.
+
+    Same arguments as `diagonal_states` plus its result `states` and G_h (b, L, S...) complex.
+    Returns (G_λ (S...) complex, G_Δ with dt's shape, G_v (b, L, S...) complex, G_h0 (b, S...) or None).
+    """
+    Lambda_bar, gamma_bar = discretize(Lambda, dt, method, tau)                          # (S...) or (b, L, S...)
+    grad_a, grad_b, grad_h0 = scan_vjp(Lambda_bar, gamma_bar * drive, h0, states, grad_states)
+    grad_gamma_bar = sum_to_shape(grad_b * np.conj(drive), np.shape(gamma_bar))         # like γ̄
+    grad_drive = grad_b * np.conj(gamma_bar)                                             # (b, L, S...)
+    grad_Lambda, grad_dt = discretize_vjp(Lambda, dt, method, tau, grad_a, grad_gamma_bar)
+    return grad_Lambda, grad_dt, grad_drive, grad_h0
+
+
+# ----------------------------------------------------------------------------- dense systems (LSSL)
+def dense_scan_vjp(A, b, h0, h, grad_h):
+    """The adjoint of `scan_dense` (real): λ_t = G_t + A_{t+1}ᵀ λ_{t+1}; G_{A_t} = λ_t h_{t−1}ᵀ,
+    G_{b_t} = λ_t, G_{h0} = A_0ᵀ λ_0.
+
+    A: (S..., N, N) or (b, L, S..., N, N); b, h, grad_h: (b, L, S..., N); h0: (b, S..., N) or None.
+    Returns (G_A with A's shape, G_b (b, L, S..., N), G_h0 or None).
+    """
+    A_full = np.broadcast_to(A, np.shape(h) + np.shape(h)[-1:])                          # (b, L, S..., N, N)
+    lam = np.empty_like(grad_h)                                                          # (b, L, S..., N)
+    carry = np.zeros_like(grad_h[:, 0])                                                  # λ_{t+1} (b, S..., N)
+    for t in range(grad_h.shape[1] - 1, -1, -1):
+        if t < grad_h.shape[1] - 1:
+            carry = np.einsum("...mn,...m->...n", A_full[:, t + 1], carry)               # A_{t+1}ᵀ λ_{t+1}
+        carry = grad_h[:, t] + carry
+        lam[:, t] = carry
+    first = np.zeros_like(h[:, :1]) if h0 is None else np.asarray(h0)[:, None]           # (b, 1, S..., N)
+    h_prev = np.concatenate([first, h[:, :-1]], axis=1)                                  # (b, L, S..., N)
+    grad_A = lam[..., :, None] * h_prev[..., None, :]                                     # (b, L, S..., N, N)
+    grad_A = grad_A if np.ndim(A) == grad_A.ndim else grad_A.sum(axis=(0, 1))
+    grad_h0 = None if h0 is None else np.einsum("...mn,...m->...n", A_full[:, 0], lam[:, 0])
+    return grad_A, lam, grad_h0
+
+
+def dense_states(A_bar, drive, h0=None):
+    """All states of a dense system (LSSL): `scan_dense` (named here for symmetry with its adjoint)."""
+    return scan_dense(A_bar, drive, h0)
+
+
+# ----------------------------------------------------------------------------- causal convolutions
+def causal_dilated_conv_vjp(u, g, dilation, grad_y):
+    """The adjoint of (g ⋆_d u)_t = Σ_j g[:, j]·u_{t−j·d} (u_{<0} = 0).
+
+    u: (b, L, H); g: (H, k) lag order; grad_y: (b, L, H). Returns (G_u (b, L, H), G_g (H, k)).
+    """
+    L = u.shape[1]
+    grad_u, grad_g = np.zeros_like(grad_y), np.zeros(g.shape)                            # (b, L, H), (H, k)
+    for j in range(min(g.shape[1], (L - 1) // dilation + 1)):                            # taps with lag < L
+        shift = j * dilation
+        grad_u[:, :L - shift] += g[:, j] * grad_y[:, shift:]
+        grad_g[:, j] = np.einsum("blh,blh->h", grad_y[:, shift:], u[:, :L - shift])
+    return grad_u, grad_g
+
+
+# ----------------------------------------------------------------------------- the vjp preamble
+def prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):
+    """The one preamble of every layer's `vjp`: the forward's checks (`prepare_call`), then G_y checked
+    against x's shape and zeroed at padded positions. Returns (G_y, x, lengths, τ, h0)."""
+    from .layers._checks import prepare_call  # here, not at the top: the layers import this module
+    x, lengths, tau, h0 = prepare_call(layer, x, lengths, integration_timesteps, initial_state, "sequential")
+    grad_y = mask_padding(check_grad(grad_y, x.shape), lengths)                          # (b, L, H)
+    return grad_y, x, lengths, tau, h0
+
+
+def parameter_gradients(layer, grads):
+    """The gradients in `layer.params` order, one per trainable parameter (those not in `layer.frozen`),
+    each real with its parameter's shape."""
+    frozen = getattr(layer, "frozen", ())
+    ordered = {}
+    for name, value in layer.params.items():
+        if name in frozen:
+            continue
+        grad = np.asarray(grads[name])
+        if np.iscomplexobj(grad) or grad.shape != value.shape:
+            raise ValueError(f"internal: gradient of {name!r} is {grad.dtype} {grad.shape}; expected real {value.shape}")
+        ordered[name] = grad
+    return ordered

@@ -1,0 +1,256 @@
+"""RG-LRU — the Real-Gated Linear Recurrent Unit of Griffin/Hawk (De et al. 2024), SPEC §4.9.
+
+    i_t = σ(G_in(x_t)),  r_t = σ(G_a(x_t))              block-diagonal gates G(x) = concat_h(x_h W_h + b_h)
+    log a_t = −c·r_t·softplus(a_param)                  a_t ∈ (0, 1): the base a = exp(−softplus(a_param))
+    h_t = a_t ⊙ h_{t−1} + sqrt(1 − a_t²) ⊙ i_t ⊙ x_t    (paper eqs. 1–4; y_t = h_t: no C, no D, real)
+
+The normaliser n_t = sqrt(1 − a_t²) = sqrt(−expm1(2 log a_t)) keeps a white unit input at unit stationary
+variance. Written as a discretisation: log a_t = Λ·r_t with the rate Λ = −c·softplus(a_param) and the selective
+step Δ_t = r_t, so `discretize(Λ, r_t, "dirac", τ)` gives Ā_t = exp(τ_t Λ r_t) = a_t^{τ_t} — the event form
+(Decision, §4.9): the decay is raised to the gap, the input weight n_t stays the synchronous one. a is discrete
+(like LRU): there is no `discretization` argument.
+Resets (`resets=` (b, L) bool, upstream `segment_pos == 0`): at a reset a_t ← 0 and n_t ← 1, so h_t = i_t ⊙ x_t.
+Default: no reset anywhere (recurrentgemma resets at t = 0 of every fresh sequence: pass resets[:, 0] = True).
+Init (the upstream code): a² ~ U[min_rad², max_rad²) (a ring), a_param = log(a⁻¹ − 1) = softplus⁻¹(−log a);
+gate weights N(0, w_init_variance_scale/(E/heads)), biases 0.
+
+block=True: the Griffin recurrent block (recurrentgemma `RecurrentBlock`), E = lru_width:
+    y = gelu_tanh(linear_y(x)),  u_t = conv_1d.b + Σ_{s<W} conv_1d.w[W−1−s] ⊙ p_{t−s},  p = linear_x(x)
+    out = linear_out(RGLRU(u) ⊙ y)                       (p_{t−s} enters only if no reset lies in (t−s, t])
+τ enters only the recurrence: the convolution taps act on the event index.
+State: h (b, E) float64; block=True packs the conv window with it into one array (b, W, E):
+state[:, :W−1] = the last W − 1 values of p (oldest first, zeros at the start), state[:, W−1] = h.
+Views: no convolution view (a_t depends on the input): every §3 scan method, and repeated `step`.
+
+Upstream: google-deepmind/recurrentgemma (`torch/layers.py` RGLRU, BlockDiagonalLinear, Conv1D, rnn_param_init;
+`torch/modules.py` RecurrentBlock). Leaves out: the float32 accumulator, caches as dicts, the residual blocks and
+MLP around the recurrent block. Glossary (SPEC §1): b batch, L length, H d_model, E recurrence width, W conv
+width; einsum letters b l h (head) i j (features in a head) e k (tap).
+"""
+import numpy as np
+from scipy.special import expit
+
+from ..discretize import discretize
+from ..init import check_real
+from ..scan import SCAN_METHODS, scan
+from ._base import Layer
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._math import final_state
+
+NO_FFT_REASON = "a_t depends on the input (a selective transition), so the layer has no convolution kernel view"
+
+
+def softplus(z):
+    """log(1 + e^z) without overflow (SPEC: logaddexp(0, z) in both backends)."""
+    return np.logaddexp(0.0, z)
+
+
+def gelu_tanh(x):
+    """GELU in its tanh form (Griffin's gate nonlinearity)."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+# ----------------------------------------------------------------------------- initialisers
+def a_param_init(rng, E, min_rad, max_rad):
+    """a_param (E,) with base a = σ(−a_param) = √u, u ~ U[min_rad² + 1e-8, max_rad² + 1e-8) (upstream's ring)."""
+    u = rng.uniform(min_rad ** 2 + 1e-8, max_rad ** 2 + 1e-8, E)                 # (E,) = a²
+    return np.log(u ** -0.5 - 1.0)
+
+
+def gate_params(rng, prefix, heads, width, variance_scale):
+    """Block-diagonal gate `prefix`.w (heads, E/heads, E/heads) ~ N(0, scale/(E/heads)), `prefix`.b = 0."""
+    w = rng.normal(0.0, np.sqrt(variance_scale / width), (heads, width, width))    # (heads, i, j)
+    return {f"{prefix}.w": w, f"{prefix}.b": np.zeros((heads, width))}              # (heads, i, j), (heads, j)
+
+
+def rglru_params(rng, E, heads, min_rad, max_rad, variance_scale, prefix=""):
+    """a_param and the two gates of the recurrence (names prefixed with `prefix`, e.g. "rg_lru.")."""
+    params = {f"{prefix}a_param": a_param_init(rng, E, min_rad, max_rad)}          # (E,)
+    params.update(gate_params(rng, f"{prefix}input_gate", heads, E // heads, variance_scale))
+    params.update(gate_params(rng, f"{prefix}a_gate", heads, E // heads, variance_scale))
+    return params
+
+
+def block_params(rng, H, E, width, final_scale):
+    """The Griffin recurrent block's projections and Conv1D (torch (out, in) layout)."""
+    return {
+        "linear_y.weight": rng.normal(0.0, np.sqrt(1.0 / H), (E, H)), "linear_y.bias": np.zeros(E),    # (E, H), (E,)
+        "linear_x.weight": rng.normal(0.0, np.sqrt(1.0 / H), (E, H)), "linear_x.bias": np.zeros(E),    # (E, H), (E,)
+        "linear_out.weight": rng.normal(0.0, np.sqrt(final_scale / E), (H, E)),                         # (H, E)
+        "linear_out.bias": np.zeros(H),                                                                 # (H,)
+        "conv_1d.w": rng.normal(0.0, np.sqrt(0.01 / width), (width, E)), "conv_1d.b": np.zeros(E),     # (W, E), (E,)
+    }
+
+
+def block_diagonal(x, w, b):
+    """G(x) = concat_h(x_h·W_h + b_h): x (..., E), w (heads, E/heads, E/heads), b (heads, E/heads) → (..., E)."""
+    heads, width, _ = w.shape
+    x_h = x.reshape(x.shape[:-1] + (heads, width))                                  # (..., heads, i)
+    return (np.einsum("...hi,hij->...hj", x_h, w) + b).reshape(x.shape)             # (..., E)
+
+
+def conv_windows(p, window0, resets):
+    """The Conv1D's input windows: windows[:, t, k] = p_{t−(W−1)+k}, zeroed when a reset lies in (t−(W−1)+k, t].
+
+    p: (b, L, E); window0: (b, W−1, E) the values before t = 0 (oldest first); resets: (b, L) bool or None.
+    Returns (b, L, W, E).
+    """
+    batch, L, _ = p.shape
+    W = window0.shape[1] + 1
+    extended = np.concatenate([window0, p], axis=1)                                 # (b, W−1+L, E)
+    index = np.arange(L)[:, None] + np.arange(W)[None, :]                           # (L, W) extended position
+    windows = extended[:, index]                                                    # (b, L, W, E)
+    if resets is None:
+        return windows
+    count = np.concatenate([np.zeros((batch, W - 1), np.int64), np.cumsum(resets, axis=1)], axis=1)   # (b, W−1+L)
+    keep = count[:, index[:, -1:]] == count[:, index]                               # (b, L, W): no reset in (s, t]
+    return windows * keep[..., None]
+
+
+def causal_conv(w, b, windows):
+    """u_t = b + Σ_s w[W−1−s] ⊙ p_{t−s} = b + Σ_k w[k] ⊙ windows[..., k, :]; windows (..., W, E) → (..., E)."""
+    return np.einsum("ke,...ke->...e", w, windows) + b
+
+
+def check_resets(resets, shape, name="resets"):
+    """None or a bool array of `shape` (upstream segment_pos == 0). Returns it as bool or None."""
+    if resets is None:
+        return None
+    resets = np.asarray(resets)
+    if resets.dtype != bool:
+        raise TypeError(f"{name} must be a bool array of shape {shape} (True where a segment starts); "
+                        f"got dtype {resets.dtype}")
+    if resets.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {resets.shape}")
+    return resets
+
+
+# ----------------------------------------------------------------------------- the layer
+class RGLRU(Layer):
+    """RG-LRU (or the Griffin recurrent block): x (b, L, H) real → y (b, L, H) float64; real state."""
+
+    kappa = 1
+    methods = SCAN_METHODS
+    no_fft_reason = NO_FFT_REASON
+
+    def __init__(self, d_model, num_heads=1, c=8.0, min_rad=0.9, max_rad=0.999, w_init_variance_scale=1.0,
+                 block=False, lru_width=None, conv1d_temporal_width=None, final_w_init_variance_scale=None,
+                 seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        num_heads = check_positive_int(num_heads, "num_heads")
+        c = check_real(c, "c", 0.0, low_open=True)
+        max_rad = check_real(max_rad, "max_rad", 0.0, 1.0, low_open=True)
+        min_rad = check_real(min_rad, "min_rad", 0.0, max_rad, low_open=True)
+        if max_rad == 1.0:
+            raise ValueError("max_rad must be < 1 (a = 1 never forgets and a_param would be -inf); got 1.0")
+        w_init_variance_scale = check_real(w_init_variance_scale, "w_init_variance_scale", 0.0, low_open=True)
+        if not isinstance(block, (bool, np.bool_)):
+            raise TypeError(f"block must be a bool; got {block!r}")
+        block_only = {"lru_width": lru_width, "conv1d_temporal_width": conv1d_temporal_width,
+                      "final_w_init_variance_scale": final_w_init_variance_scale}
+        if not block and any(v is not None for v in block_only.values()):
+            name = next(k for k, v in block_only.items() if v is not None)
+            raise ValueError(f"{name} applies only to the recurrent block: pass block=True or leave it None; "
+                             f"got {name}={block_only[name]!r} with block=False")
+        self.block = bool(block)
+        self.width = check_positive_int(lru_width, "lru_width") if lru_width is not None else self.d_model
+        self.conv_width = (check_positive_int(conv1d_temporal_width, "conv1d_temporal_width")
+                           if conv1d_temporal_width is not None else 4)
+        final_scale = (check_real(final_w_init_variance_scale, "final_w_init_variance_scale", 0.0, low_open=True)
+                       if final_w_init_variance_scale is not None else 1.0)
+        if self.width % num_heads:
+            raise ValueError(f"num_heads must divide the recurrence width {'lru_width' if self.block else 'd_model'}"
+                             f" = {self.width} (block-diagonal gates); got num_heads={num_heads}")
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
+        self.num_heads, self.c = num_heads, c
+        self.prefix = "rg_lru." if self.block else ""
+        self.config = {"d_model": self.d_model, "num_heads": num_heads, "c": c, "min_rad": min_rad,
+                       "max_rad": max_rad, "w_init_variance_scale": w_init_variance_scale, "block": self.block,
+                       **block_only, "seed": seed}
+        rng = np.random.default_rng(seed)
+        self.params = rglru_params(rng, self.width, num_heads, min_rad, max_rad, w_init_variance_scale, self.prefix)
+        if self.block:
+            self.params.update(block_params(rng, self.d_model, self.width, self.conv_width, final_scale))
+
+    def state_shape(self, batch):
+        """(b, E), or (b, W, E) with block=True (conv window and h packed)."""
+        return (batch, self.conv_width, self.width) if self.block else (batch, self.width)
+
+    def init_state(self, batch):
+        """Zero state, float64: (batch, E), or (batch, W, E) with block=True (see the module docstring)."""
+        return np.zeros(self.state_shape(check_positive_int(batch, "batch")))
+
+    # --------------------------------------------------------------------- the discrete system
+    def recurrence_input(self, x, window0, resets):
+        """The recurrence's input u (b, L, E) and the conv windows (b, L, W, E) (block), or (x, None)."""
+        if not self.block:
+            return x, None
+        p = self.params
+        windows = conv_windows(x @ p["linear_x.weight"].T + p["linear_x.bias"], window0, resets)   # (b, L, W, E)
+        return causal_conv(p["conv_1d.w"], p["conv_1d.b"], windows), windows                      # (b, L, E)
+
+    def discrete_system(self, u, tau=None, resets=None):
+        """(Ā_t, n_t ⊙ i_t) for the recurrence input u (b, L, E): Ā_t = a_t^{τ_t}, both (b, L, E) float64."""
+        p, q = self.params, self.prefix
+        i = expit(block_diagonal(u, p[q + "input_gate.w"], p[q + "input_gate.b"]))          # (b, L, E)
+        r = expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))                  # (b, L, E)
+        rate = -self.c * softplus(p[q + "a_param"])                                       # (E,) = log a / r
+        A_bar, _ = discretize(rate, r, "dirac", tau)                                      # (b, L, E) = a_t^τ
+        n = np.sqrt(-np.expm1(2 * rate * r))                                              # (b, L, E) = sqrt(1 − a_t²)
+        if resets is not None:
+            A_bar = np.where(resets[..., None], 0.0, A_bar)
+            n = np.where(resets[..., None], 1.0, n)
+        return A_bar, n * i
+
+    def read_out(self, states, x):
+        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H)."""
+        if not self.block:
+            return states
+        p = self.params
+        gate = gelu_tanh(x @ p["linear_y.weight"].T + p["linear_y.bias"])                 # (b, L, E)
+        return (states * gate) @ p["linear_out.weight"].T + p["linear_out.bias"]          # (b, L, H)
+
+    # --------------------------------------------------------------------- calls
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                 method="sequential", check_finite=True, resets=None):
+        """y (b, L, H) float64, or (y, final state) with return_state=True (paper eqs. 1–4; Griffin Fig. 2).
+
+        x: real (b, L, H); lengths: (b,) ints (state after step len−1; valid outputs ignore the padding);
+        integration_timesteps τ: (b, L) >= 0 (Ā_t = a_t^τ); initial_state: like init_state(b); method: a §3
+        scan method ("fft" is refused: no convolution view); resets: (b, L) bool or None (a_t ← 0, n_t ← 1).
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
+                                           check_finite)
+        batch, L, _ = x.shape
+        resets = check_resets(resets, (batch, L))
+        zero = self.init_state(batch)
+        start = zero if h0 is None else h0
+        window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
+        u, windows = self.recurrence_input(x, window0, resets)                            # (b, L, E)
+        A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, L, E)
+        # ---- the recurrence
+        states = scan(A_bar, gain * u, h_start if h0 is not None else None, method=method)   # (b, L, E)
+        y = self.read_out(states, x)                                                      # (b, L, H)
+        if not return_state:
+            return y
+        h_last = final_state(states, lengths)                                             # (b, E)
+        if not self.block:
+            return y, h_last
+        return y, np.concatenate([final_state(windows, lengths)[:, 1:], h_last[:, None]], axis=1)   # (b, W, E)
+
+    def step(self, x_t, state, integration_timestep=None, reset=None):
+        """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
+        → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        batch = x.shape[0]
+        state = check_state(state, self.state_shape(batch), np.float64, name="state")
+        resets = None if reset is None else check_resets(reset, (batch,), name="reset")[:, None]  # (b, 1)
+        window0, h = (state[:, :-1], state[:, -1]) if self.block else (None, state)
+        u, windows = self.recurrence_input(x, window0, resets)                            # (b, 1, E)
+        A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, 1, E)
+        new_h = A_bar[:, 0] * h + gain[:, 0] * u[:, 0]                                   # (b, E)
+        y_t = self.read_out(new_h[:, None], x)[:, 0]                                      # (b, H)
+        if not self.block:
+            return y_t, new_h
+        return y_t, np.concatenate([windows[:, 0, 1:], new_h[:, None]], axis=1)           # (b, W, E)

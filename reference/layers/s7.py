@@ -1,0 +1,176 @@
+"""S7 — S5 made selective, with event streams (Soydan et al. 2024; the authors' `S5SSM(input_dependent=True)`), SPEC §4.10.
+
+    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)                      widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t (H, N)
+    Δ_t = step_rescale·softplus(dt_proj(s_t))            (b, L, N): one step per state, through a rank-r bottleneck
+    (Ā_t, γ̄_t) = discretize(Λ, Δ_t, method, τ)          (SPEC §2, Δ_A = τ_t·Δ_t; Λ is time-invariant)
+    x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B_t u_t),   y_t = κ·Re(C_t x_t) + D ⊙ u_t,   κ = 2 with conj_sym
+
+Input-dependent: Δ_t, B_t, C_t; fixed: Λ and D. x_proj has H(r + 4NH) weights, O(NH²) — 4.2 M at H = 128,
+N = 64, far more than S5's 4NH — the price of input-dependent B and C.
+Init: Λ exactly as S5 (block-diagonal HiPPO-N, conj_sym keeps one state per conjugate pair; S5's helpers);
+x_proj.weight truncated normal with variance 1/H (flax lecun_normal), bias 0; dt_proj.weight
+U(±step_rescale·r^−½); dt_proj.bias = softplus⁻¹(max(δ, 1e-4)), δ log-uniform in [dt_min, dt_max); D ~ N(0, 1).
+reparam="stablessm" (Decision, §4.10): Re Λ = −1/(w² + ½) with w = Lambda_re (StableSSM, a = 1, b = ½), initialised
+w = sqrt(−1/Re Λ₀ − ½) so Λ at init is HiPPO-N, and Re Λ ∈ [−2, 0) for every real w; Im Λ = Lambda_im. The authors'
+complex map (whose init and forward are not inverse of each other, §10a) is not reproduced. clip_eigs clamps
+Re Λ ≤ −1e-4 after the reparametrisation. Every §2 method but `none` (Λ is continuous-time).
+Views: no convolution view (Δ_t, B_t, C_t depend on the input): every §3 scan method, and repeated `step`.
+
+Upstream: TaylanSoydan/S7 `event_ssm/ssm.py` (S5SSM with input_dependent=True; x_proj.kernel = x_proj.weightᵀ,
+step_proj.step_proj_kernel = dt_proj.weightᵀ, step_proj.step_proj_bias = dt_proj.bias). Not lrnnx's "S7" (a different
+real discrete-time model, SPEC §10). Leaves out: the bidirectional variant, separate_dbc, log_a, the block around it.
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local state size, r dt_rank.
+"""
+import math
+
+import numpy as np
+
+from ..discretize import METHODS, discretize
+from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
+from ..scan import SCAN_METHODS, scan
+from ._base import Layer
+from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._math import final_state
+from .s5 import CLIP_RE, check_blocks
+
+S7_METHODS = tuple(m for m in METHODS if m != "none")
+REPARAMS = ("none", "stablessm")
+STABLESSM_A, STABLESSM_B = 1.0, 0.5
+DT_INIT_FLOOR = 1e-4
+NO_FFT_REASON = "Δ_t, B_t and C_t depend on the input (a selective system), so there is no convolution kernel view"
+
+
+def softplus(z):
+    """log(1 + e^z) without overflow (SPEC: logaddexp(0, z) in both backends)."""
+    return np.logaddexp(0.0, z)
+
+
+def softplus_inverse(y):
+    """softplus⁻¹(y) = y + log(−expm1(−y)) for y > 0."""
+    return y + np.log(-np.expm1(-y))
+
+
+def stablessm(w):
+    """Re Λ = −1/(a·w² + b) (a = 1, b = ½): in [−2, 0) for every real w."""
+    return -1.0 / (STABLESSM_A * w ** 2 + STABLESSM_B)
+
+
+def stablessm_inverse(Lambda_re):
+    """The w with stablessm(w) = Re Λ (Re Λ ∈ [−2, 0)): w = sqrt((−1/Re Λ − b)/a)."""
+    return np.sqrt((-1.0 / Lambda_re - STABLESSM_B) / STABLESSM_A)
+
+
+def resolve_dt_rank(dt_rank, d_model):
+    """"auto" → ⌈H/16⌉, else a positive integer."""
+    if isinstance(dt_rank, str):
+        check_choice(dt_rank, "dt_rank", ("auto",))
+        return math.ceil(d_model / 16)
+    return check_positive_int(dt_rank, "dt_rank")
+
+
+# ----------------------------------------------------------------------------- initialisers
+def s7_params(rng, H, N, r, conj_sym, blocks, dt_min, dt_max, step_rescale, reparam):
+    """All S7 parameters (SPEC §4.10), drawn in a fixed order (x_proj, dt_proj, D) from `rng`."""
+    Lambda, _ = s5_hippo_blocks(N, blocks, conj_sym)                                 # (N,)
+    Lambda_re = stablessm_inverse(Lambda.real) if reparam == "stablessm" else Lambda.real
+    dt = np.maximum(np.exp(log_uniform_dt(rng, N, dt_min, dt_max)), DT_INIT_FLOOR)  # (N,)
+    return {
+        "Lambda_re": np.array(Lambda_re, dtype=np.float64), "Lambda_im": Lambda.imag.copy(),          # (N,)
+        "x_proj.weight": truncated_normal(rng, (r + 4 * N * H, H), 1.0 / H),                          # (r + 4NH, H)
+        "x_proj.bias": np.zeros(r + 4 * N * H),                                                       # (r + 4NH,)
+        "dt_proj.weight": rng.uniform(-step_rescale / np.sqrt(r), step_rescale / np.sqrt(r), (N, r)),  # (N, r)
+        "dt_proj.bias": softplus_inverse(dt),                                                         # (N,)
+        "D": rng.normal(0.0, 1.0, H),                                                                 # (H,)
+    }
+
+
+# ----------------------------------------------------------------------------- the layer
+class S7(Layer):
+    """S7: x (b, L, H) real → y (b, L, H) float64; complex state (b, N)."""
+
+    methods = SCAN_METHODS
+    no_fft_reason = NO_FFT_REASON
+
+    def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
+                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", seed=None):
+        self.d_model = check_positive_int(d_model, "d_model")
+        self.d_state = check_positive_int(d_state, "d_state")
+        if discretization == "none":
+            raise ValueError("discretization='none' is refused for S7: Λ is continuous-time (Re Λ < 0), and "
+                             "using it as the discrete Ā would be unstable; use zoh, bilinear, exp_euler, async or dirac")
+        self.discretization = check_choice(discretization, "discretization", S7_METHODS)
+        for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool; got {flag!r}")
+        blocks = check_positive_int(blocks, "blocks")
+        check_blocks(self.d_state, blocks, bool(conj_sym))
+        dt_min, dt_max = check_dt_range(dt_min, dt_max)
+        step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
+        check_choice(reparam, "reparam", REPARAMS)
+        self.dt_rank = resolve_dt_rank(dt_rank, self.d_model)
+        if seed is not None:
+            seed = check_positive_int(seed, "seed", minimum=0)
+        self.kappa = 2 if conj_sym else 1
+        self.config = {"d_model": self.d_model, "d_state": self.d_state, "discretization": discretization,
+                       "conj_sym": bool(conj_sym), "blocks": blocks, "dt_min": dt_min, "dt_max": dt_max,
+                       "step_rescale": step_rescale, "clip_eigs": bool(clip_eigs), "reparam": reparam,
+                       "dt_rank": dt_rank, "seed": seed}
+        self.params = s7_params(np.random.default_rng(seed), self.d_model, self.d_state, self.dt_rank,
+                                bool(conj_sym), blocks, dt_min, dt_max, step_rescale, reparam)
+
+    def init_state(self, batch):
+        """Zero state (batch, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
+
+    # --------------------------------------------------------------------- the discrete system
+    def Lambda(self):
+        """Λ (N,) complex128: reparametrised (stablessm), then clipped (clip_eigs)."""
+        p = self.params
+        Lambda_re = stablessm(p["Lambda_re"]) if self.config["reparam"] == "stablessm" else p["Lambda_re"]
+        if self.config["clip_eigs"]:
+            Lambda_re = np.minimum(Lambda_re, CLIP_RE)
+        return Lambda_re + 1j * p["Lambda_im"]                                           # (N,)
+
+    def discrete_system(self, x, tau=None):
+        """(Ā_t (b, L, N), B̄_t u_t = γ̄_t ⊙ (B_t u_t) (b, L, N), C_t (b, L, H, N)) for the input x (b, L, H)."""
+        p, N, H, r = self.params, self.d_state, self.d_model, self.dt_rank
+        proj = x @ p["x_proj.weight"].T + p["x_proj.bias"]                               # (b, L, r + 4NH)
+        s, B_hat, C_hat = proj[..., :r], proj[..., r:r + 2 * N * H], proj[..., r + 2 * N * H:]
+        B_hat = B_hat.reshape(x.shape[:2] + (N, H, 2))                                   # (b, L, N, H, 2)
+        C_hat = C_hat.reshape(x.shape[:2] + (H, N, 2))                                   # (b, L, H, N, 2)
+        B = B_hat[..., 0] + 1j * B_hat[..., 1]                                           # (b, L, N, H)
+        C = C_hat[..., 0] + 1j * C_hat[..., 1]                                           # (b, L, H, N)
+        dt = self.config["step_rescale"] * softplus(s @ p["dt_proj.weight"].T + p["dt_proj.bias"])   # (b, L, N)
+        Lambda_bar, gamma_bar = discretize(self.Lambda(), dt, self.discretization, tau)  # (b, L, N)
+        Bu = gamma_bar * np.einsum("blnh,blh->bln", B, x)                                # (b, L, N)
+        return Lambda_bar, Bu, C
+
+    def read_out(self, states, x, C):
+        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H)."""
+        return self.kappa * np.einsum("blhn,bln->blh", C, states).real + self.params["D"] * x
+
+    # --------------------------------------------------------------------- calls
+    def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                 method="sequential", check_finite=True):
+        """y (b, L, H) float64, or (y, final state (b, N) complex128) with return_state=True (S5 paper eqs. 2–6
+        with input-dependent Δ_t, B_t, C_t; Event-SSM's τ).
+
+        x: real (b, L, H); lengths: (b,) ints (state after step len−1; valid outputs ignore the padding);
+        integration_timesteps τ: (b, L) >= 0 (event gaps); initial_state: (b, N); method: a §3 scan method
+        ("fft" is refused: no convolution view).
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
+                                           check_finite)
+        Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, L, N), (b, L, H, N)
+        # ---- the recurrence
+        states = scan(Lambda_bar, Bu, h0, method=method)                                 # (b, L, N)
+        y = self.read_out(states, x, C)                                                  # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        state = check_state(state, (x.shape[0], self.d_state), name="state")
+        Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
+        new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
+        return self.read_out(new_state[:, None], x, C)[:, 0], new_state

@@ -1,0 +1,158 @@
+"""The torch `Layer` base — mirror of reference/layers/_base.py: config, parameters and save/load.
+
+`Layer(torch.nn.Module)` holds `config` and registers the reference layer's parameters as real
+nn.Parameters with the same (dotted) names, so `state_dict()` keys equal the reference params keys and
+the exchange with the reference is exact in float64 (SPEC §7). Subclasses register themselves with
+`torch_backend.exchange`, which finds the torch twin of a reference layer by class name.
+"""
+import json
+
+import numpy as np
+import torch
+
+from reference.layers._base import check_params, read_saved
+from ..exchange import register_torch_class
+from ._checks import _dtype_device, complex_dtype
+
+
+def draw_seed(seed):
+    """`seed` itself, or (None) an integer drawn from torch's default generator, so that
+    torch.manual_seed makes a layer built without a seed reproducible. Nothing else is touched."""
+    if seed is not None:
+        return seed
+    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+
+
+class Layer(torch.nn.Module):
+    """Base of every torch layer: `config` (the constructor arguments, as in the reference) and real
+    nn.Parameters named exactly like the reference params (dotted names become nested modules).
+
+    A subclass sets `reference_class` and, in __init__, builds the reference layer with the same
+    arguments and `seed=draw_seed(seed)`, then calls `self._init_from_reference(ref)`. It implements
+    forward, init_state, step and (time-invariant layers) kernel, like the reference.
+    Parameters are float32 by default (torch's default dtype); `.double()` gives float64 end to end.
+    """
+
+    reference_class = None        # the reference layer class this one mirrors
+    config: dict
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("reference_class") is not None:
+            register_torch_class(cls)
+
+    # --------------------------------------------------------------------- construction
+    def _init_from_reference(self, ref, buffers=()):
+        """Take config and parameters from a reference layer: each params entry becomes a real
+        nn.Parameter (or, if its name is in `buffers`, a persistent buffer) of torch's default dtype
+        under the same dotted name. An entry that already exists (a submodule built first, as a
+        classifier does) is overwritten in place after its shape is checked."""
+        self.config = dict(ref.config)
+        dtype = torch.get_default_dtype()
+        for name, value in ref.params.items():
+            owner, leaf = self._owner_of(name)
+            tensor = torch.tensor(np.asarray(value), dtype=dtype)                  # a copy: no aliasing
+            existing = owner._parameters.get(leaf, owner._buffers.get(leaf))
+            if existing is not None:
+                if existing.shape != tensor.shape:
+                    raise ValueError(f"{type(self).__name__} parameter {name!r} has shape {tuple(existing.shape)}; "
+                                     f"the reference gives {tuple(tensor.shape)}")
+                with torch.no_grad():
+                    existing.copy_(tensor)
+            elif name in buffers:
+                owner.register_buffer(leaf, tensor)
+            else:
+                owner.register_parameter(leaf, torch.nn.Parameter(tensor))
+        return self
+
+    def _owner_of(self, name):
+        """The submodule holding dotted `name` and the last part of the name (plain modules are
+        created on the way where none exists)."""
+        *path, leaf = name.split(".")
+        owner = self
+        for part in path:
+            child = owner._modules.get(part)
+            if child is None:
+                child = torch.nn.Module()
+                owner.add_module(part, child)
+            owner = child
+        return owner, leaf
+
+    @classmethod
+    def _construct(cls, config):
+        """A layer built from `config` without drawing from torch's generator (its parameters are
+        about to be overwritten), with `config` kept exactly as given."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict of constructor arguments; got {type(config).__name__}")
+        layer = cls(**{**config, "seed": 0} if config.get("seed", 0) is None else config)
+        layer.config = dict(config)
+        return layer
+
+    # --------------------------------------------------------------------- exchange (SPEC §7)
+    @classmethod
+    def from_reference(cls, ref, dtype=None, device=None):
+        """The torch twin of a reference layer: same config, parameters copied. Note: float64 unless
+        `dtype` is given (an exchange is exact, SPEC §7); constructors give torch's default float32."""
+        if cls.reference_class is None or not isinstance(ref, cls.reference_class):
+            expected = getattr(cls.reference_class, "__name__", None)
+            raise TypeError(f"{cls.__name__}.from_reference needs a reference {expected} layer; got {type(ref).__name__}")
+        return cls.from_params(ref.config, ref.params, dtype=dtype, device=device)
+
+    @classmethod
+    def from_params(cls, config, params, dtype=None, device=None):
+        """Build from a config and a params dict (names and shapes checked, as in the reference);
+        float64 unless `dtype` is given."""
+        layer = cls._construct(config).to(dtype=dtype or torch.float64, device=device)
+        return layer.load_params(params)
+
+    def to_reference(self):
+        """The reference twin: same config and parameters (exact when this module is float64)."""
+        return self.reference_class.from_params(self.config, self.params())
+
+    def params(self):
+        """Parameters and persistent buffers as a flat dict of float64 NumPy arrays (copies), keyed
+        like the reference params. Note: a method here, an attribute on reference layers."""
+        return {name: tensor.detach().to(device="cpu", dtype=torch.float64, copy=True).numpy()
+                for name, tensor in self.state_dict().items()}
+
+    def load_params(self, params):
+        """Copy a params dict (NumPy arrays or tensors) into this module; names and shapes are
+        checked with the reference's `check_params`. Returns self."""
+        if isinstance(params, dict):
+            params = {name: value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else value
+                      for name, value in params.items()}
+        state = self.state_dict()
+        shapes = {name: np.broadcast_to(0.0, tuple(tensor.shape)) for name, tensor in state.items()}
+        checked = check_params(params, shapes, owner=type(self).__name__)
+        with torch.no_grad():
+            for name, value in checked.items():
+                state[name].copy_(torch.from_numpy(value))
+        return self
+
+    def save(self, path):
+        """Write config and params to an .npz file in the reference's format (either backend loads it)."""
+        np.savez(path, __config__=json.dumps(self.config), __class__=self.reference_class.__name__, **self.params())
+
+    @classmethod
+    def load(cls, path, dtype=None, device=None):
+        """Read a layer written by `save` of either backend (float64 unless `dtype` is given)."""
+        config, params = read_saved(path, cls.reference_class.__name__)
+        return cls.from_params(config, params, dtype=dtype, device=device)
+
+    # --------------------------------------------------------------------- conveniences
+    @property
+    def dtype(self):
+        """The real dtype of the parameters (float32 by default, float64 after .double())."""
+        return _dtype_device(self)[0]
+
+    @property
+    def device(self):
+        return _dtype_device(self)[1]
+
+    @property
+    def complex_dtype(self):
+        """complex64 for a float32 module, complex128 for a float64 one: the dtype of complex states."""
+        return complex_dtype(self.dtype)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "config", {}).items())

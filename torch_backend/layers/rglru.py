@@ -1,0 +1,214 @@
+"""RG-LRU — the Real-Gated Linear Recurrent Unit of Griffin/Hawk (De et al. 2024), SPEC §4.9,
+PyTorch mirror of reference/layers/rglru.py (STYLE 6).
+
+    i_t = σ(G_in(x_t)),  r_t = σ(G_a(x_t))              block-diagonal gates G(x) = concat_h(x_h W_h + b_h)
+    log a_t = −c·r_t·softplus(a_param)                  a_t ∈ (0, 1): the base a = exp(−softplus(a_param))
+    h_t = a_t ⊙ h_{t−1} + sqrt(1 − a_t²) ⊙ i_t ⊙ x_t    (paper eqs. 1–4; y_t = h_t: no C, no D, real)
+
+Ā_t = a_t^{τ_t} comes from `discretize(Λ, r_t, "dirac", τ)` with Λ = −c·softplus(a_param) (event form, §4.9);
+resets (`resets=` (b, L) bool): a_t ← 0, n_t ← 1. block=True: the Griffin recurrent block, state (b, W, E) =
+(conv window of W − 1 values, h) packed. Initialisation and argument checks: the reference's (the reference layer
+is built with the same seed and its params copied).
+
+Differences from the reference, each for a reason:
+* precision follows the parameters (float32 by default, float64 after .double());
+* `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's is "sequential";
+* the normaliser's square root has a bounded derivative (upstream `SqrtBoundDerivative`): d sqrt(v)/dv is taken
+  as 1/sqrt(max(4v, 1e-6)) ≤ 1000, so a → 1 (1 − a² → 0) cannot blow up a gradient; the forward value is exact.
+
+Upstream: google-deepmind/recurrentgemma (`torch/layers.py` RGLRU, SqrtBoundDerivative, BlockDiagonalLinear, Conv1D;
+`torch/modules.py` RecurrentBlock). Glossary (SPEC §1): b batch, L length, H d_model, E recurrence width, W conv
+width; einsum letters b l h (head) i j (features in a head) e k (tap).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reference.layers.rglru import RGLRU as ReferenceRGLRU
+from ..discretize import discretize
+from ..scan import SCAN_METHODS, scan
+from ._base import Layer, draw_seed
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._math import final_state
+
+MAX_SQRT_GRADIENT = 1000.0
+
+
+def softplus(z):
+    """log(1 + e^z) = logaddexp(0, z). Note: not F.softplus, whose threshold 20 differs by up to 2.1e-9 (SPEC)."""
+    return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device))
+
+
+def gelu_tanh(x):
+    """GELU in its tanh form (Griffin's gate nonlinearity)."""
+    return F.gelu(x, approximate="tanh")
+
+
+class BoundedSqrt(torch.autograd.Function):
+    """sqrt(v) whose derivative is clipped: 1/sqrt(max(4v, MAX_SQRT_GRADIENT⁻²)) instead of 1/(2 sqrt v)."""
+
+    @staticmethod
+    def forward(ctx, v):
+        ctx.save_for_backward(v)
+        return torch.sqrt(v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        return grad / torch.sqrt(torch.clamp(4.0 * v, min=MAX_SQRT_GRADIENT ** -2))
+
+
+def block_diagonal(x, w, b):
+    """G(x) = concat_h(x_h·W_h + b_h): x (..., E), w (heads, E/heads, E/heads), b (heads, E/heads) → (..., E)."""
+    heads, width, _ = w.shape
+    x_h = x.reshape(x.shape[:-1] + (heads, width))                                  # (..., heads, i)
+    return (torch.einsum("...hi,hij->...hj", x_h, w) + b).reshape(x.shape)          # (..., E)
+
+
+def conv_windows(p, window0, resets):
+    """The Conv1D's input windows: windows[:, t, k] = p_{t−(W−1)+k}, zeroed when a reset lies in (t−(W−1)+k, t].
+
+    p: (b, L, E); window0: (b, W−1, E) the values before t = 0 (oldest first); resets: (b, L) bool or None.
+    Returns (b, L, W, E).
+    """
+    batch, L, _ = p.shape
+    W = window0.shape[1] + 1
+    extended = torch.cat([window0, p], dim=1)                                       # (b, W−1+L, E)
+    index = (torch.arange(L, device=p.device)[:, None] + torch.arange(W, device=p.device)[None, :])  # (L, W)
+    windows = extended[:, index]                                                    # (b, L, W, E)
+    if resets is None:
+        return windows
+    count = torch.cat([torch.zeros((batch, W - 1), dtype=torch.int64, device=p.device),
+                       torch.cumsum(resets.to(torch.int64), dim=1)], dim=1)          # (b, W−1+L)
+    keep = count[:, index[:, -1:]] == count[:, index]                               # (b, L, W): no reset in (s, t]
+    return windows * keep[..., None].to(windows.dtype)
+
+
+def causal_conv(w, b, windows):
+    """u_t = b + Σ_k w[k] ⊙ windows[..., k, :]; windows (..., W, E) → (..., E)."""
+    return torch.einsum("ke,...ke->...e", w, windows) + b
+
+
+def check_resets(resets, shape, name="resets", like=None):
+    """None or a bool array/tensor of `shape` (upstream segment_pos == 0), on the module's device."""
+    if resets is None:
+        return None
+    device = like.device if like is not None else None
+    if isinstance(resets, torch.Tensor):
+        if device is not None and resets.device != device:
+            raise ValueError(f"{name} is on device {resets.device} but the module's parameters are on {device}; "
+                             f"move it with {name}.to({str(device)!r})")
+    else:
+        resets = torch.as_tensor(np.asarray(resets), device=device)
+    if resets.dtype != torch.bool:
+        # Note: the dtype is printed in torch's spelling (torch.int64 where the reference says int64).
+        raise TypeError(f"{name} must be a bool array of shape {tuple(shape)} (True where a segment starts); "
+                        f"got dtype {resets.dtype}")
+    if tuple(resets.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(resets.shape)}")
+    return resets
+
+
+# ----------------------------------------------------------------------------- the layer
+class RGLRU(Layer):
+    """RG-LRU (or the Griffin recurrent block): x (b, L, H) real → y (b, L, H) in the module's dtype; real state."""
+
+    reference_class = ReferenceRGLRU
+    kappa = 1
+    methods = SCAN_METHODS
+    no_fft_reason = ReferenceRGLRU.no_fft_reason
+
+    def __init__(self, d_model, num_heads=1, c=8.0, min_rad=0.9, max_rad=0.999, w_init_variance_scale=1.0,
+                 block=False, lru_width=None, conv1d_temporal_width=None, final_w_init_variance_scale=None,
+                 seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceRGLRU(d_model, num_heads, c, min_rad, max_rad, w_init_variance_scale, block, lru_width,
+                             conv1d_temporal_width, final_w_init_variance_scale, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.num_heads, self.c, self.block = ref.d_model, ref.num_heads, ref.c, ref.block
+        self.width, self.conv_width, self.prefix = ref.width, ref.conv_width, ref.prefix
+
+    def p(self, name):
+        """The parameter named like the reference's params key. Note: module attributes here, a dict there."""
+        return self.get_parameter(name)
+
+    def state_shape(self, batch):
+        """(b, E), or (b, W, E) with block=True (conv window and h packed)."""
+        return (batch, self.conv_width, self.width) if self.block else (batch, self.width)
+
+    def init_state(self, batch):
+        """Zero state in the module's dtype: (batch, E), or (batch, W, E) with block=True."""
+        return torch.zeros(self.state_shape(check_positive_int(batch, "batch")), dtype=self.dtype, device=self.device)
+
+    # --------------------------------------------------------------------- the discrete system
+    def recurrence_input(self, x, window0, resets):
+        """The recurrence's input u (b, L, E) and the conv windows (b, L, W, E) (block), or (x, None)."""
+        if not self.block:
+            return x, None
+        windows = conv_windows(x @ self.p("linear_x.weight").T + self.p("linear_x.bias"), window0, resets)  # (b, L, W, E)
+        return causal_conv(self.p("conv_1d.w"), self.p("conv_1d.b"), windows), windows                     # (b, L, E)
+
+    def discrete_system(self, u, tau=None, resets=None, check_values=True):
+        """(Ā_t, n_t ⊙ i_t) for the recurrence input u (b, L, E): Ā_t = a_t^{τ_t}, both (b, L, E)."""
+        q = self.prefix
+        i = torch.sigmoid(block_diagonal(u, self.p(q + "input_gate.w"), self.p(q + "input_gate.b")))  # (b, L, E)
+        r = torch.sigmoid(block_diagonal(u, self.p(q + "a_gate.w"), self.p(q + "a_gate.b")))          # (b, L, E)
+        rate = -self.c * softplus(self.p(q + "a_param"))                                 # (E,) = log a / r
+        A_bar, _ = discretize(rate, r, "dirac", tau, check_values=check_values)          # (b, L, E) = a_t^τ
+        n = BoundedSqrt.apply(-torch.expm1(2 * rate * r))                                # (b, L, E) = sqrt(1 − a_t²)
+        if resets is not None:
+            A_bar = torch.where(resets[..., None], torch.zeros_like(A_bar), A_bar)
+            n = torch.where(resets[..., None], torch.ones_like(n), n)
+        return A_bar, n * i
+
+    def read_out(self, states, x):
+        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H)."""
+        if not self.block:
+            return states
+        gate = gelu_tanh(x @ self.p("linear_y.weight").T + self.p("linear_y.bias"))     # (b, L, E)
+        return (states * gate) @ self.p("linear_out.weight").T + self.p("linear_out.bias")   # (b, L, H)
+
+    # --------------------------------------------------------------------- calls
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                method="auto", check_finite=True, resets=None):
+        """y (b, L, H), or (y, final state) with return_state=True (paper eqs. 1–4; Griffin Fig. 2).
+
+        x: real (b, L, H); lengths: (b,) ints (state after step len−1; valid outputs ignore the padding);
+        integration_timesteps τ: (b, L) >= 0 (Ā_t = a_t^τ); initial_state: like init_state(b); method: a §3
+        scan method ("fft" is refused: no convolution view); resets: (b, L) bool or None (a_t ← 0, n_t ← 1).
+        Note: method defaults to "auto" (the fastest differentiable scan); the reference's is "sequential".
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
+                                           check_finite)
+        batch, L, _ = x.shape
+        resets = check_resets(resets, (batch, L), like=self)
+        start = self.init_state(batch) if h0 is None else h0
+        window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
+        u, windows = self.recurrence_input(x, window0, resets)                            # (b, L, E)
+        A_bar, gain = self.discrete_system(u, tau, resets, check_finite)                 # (b, L, E)
+        # ---- the recurrence
+        states = scan(A_bar, gain * u, h_start if h0 is not None else None, method=method)   # (b, L, E)
+        y = self.read_out(states, x)                                                      # (b, L, H)
+        if not return_state:
+            return y
+        h_last = final_state(states, lengths)                                             # (b, E)
+        if not self.block:
+            return y, h_last
+        return y, torch.cat([final_state(windows, lengths)[:, 1:], h_last[:, None]], dim=1)   # (b, W, E)
+
+    def step(self, x_t, state, integration_timestep=None, reset=None):
+        """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
+        → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        batch = x.shape[0]
+        state = check_state(state, self.state_shape(batch), self.dtype, name="state", like=self)
+        resets = None if reset is None else check_resets(reset, (batch,), name="reset", like=self)[:, None]  # (b, 1)
+        window0, h = (state[:, :-1], state[:, -1]) if self.block else (None, state)
+        u, windows = self.recurrence_input(x, window0, resets)                            # (b, 1, E)
+        A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, 1, E)
+        new_h = A_bar[:, 0] * h + gain[:, 0] * u[:, 0]                                   # (b, E)
+        y_t = self.read_out(new_h[:, None], x)[:, 0]                                      # (b, H)
+        if not self.block:
+            return y_t, new_h
+        return y_t, torch.cat([windows[:, 0, 1:], new_h[:, None]], dim=1)                 # (b, W, E)

@@ -1,0 +1,161 @@
+"""S6 — Mamba's selective state space model (Gu & Dao 2023), SPEC §4.8, PyTorch mirror of
+reference/layers/s6.py (STYLE 6).
+
+    [δ̃_t | B_t | C_t] = v_t·x_projᵀ,   Δ_t = softplus(δ̃_t·dt_projᵀ + dt_proj.bias),   A = −exp(A_log)
+    (Ā_t, γ̄_t) = discretize(A, Δ_t, method, τ_t)                                         (SPEC §2)
+    h_t[e, n] = Ā_t[e, n]·h_{t−1}[e, n] + γ̄_t[e, n]·B_t[n]·v_t[e],   y_t[e] = Σ_n C_t[n]·h_t[e, n] + D[e]·v_t[e]
+
+Bare layer by default (v = x, E = H); `block=True` is the Mamba mixer (in_proj → causal depthwise conv1d →
+SiLU → S6 → ⊙ SiLU(z) → out_proj) with mamba_ssm's parameter names, so its state dicts load. State: bare h
+(b, E, N); block the pair (conv state (b, d_conv − 1, E), h (b, E, N)). Initialisation and argument checks:
+the reference's (same seed, same values, same errors). softplus is logaddexp(0, z), as in the reference
+(torch's F.softplus switches to the identity above 20).
+
+Differences from the reference, each for a reason:
+* precision follows the parameters (float32 by default, float64 after .double());
+* `method` defaults to "auto" (the fastest differentiable scan of torch_backend/scan.py for the device, on
+  Ā_t and γ̄_t B_t v_t); the reference's default is "sequential", the definition;
+* value checks follow `check_finite` and are skipped while torch.compile traces.
+
+Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
+Leaves out: the residual block and norm around the mixer, the CUDA kernels, Mamba-2.
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state; E channels of the SSM, r dt_rank, K d_conv.
+"""
+import torch
+
+from reference.layers.s6 import S6 as ReferenceS6
+from ..discretize import discretize
+from ..scan import SCAN_METHODS, scan
+from ._base import Layer, draw_seed
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+
+
+def softplus(z):
+    """log(1 + e^z) = logaddexp(0, z) (SPEC §4.8). Note: not F.softplus, whose threshold 20 differs by 2e-9."""
+    return torch.logaddexp(torch.zeros_like(z), z)
+
+
+def silu(z):
+    """z·σ(z)."""
+    return z * torch.sigmoid(z)
+
+
+# ----------------------------------------------------------------------------- the layer
+class S6(Layer):
+    """Selective SSM (bare) or Mamba mixer (block=True): x (b, L, H) real → y (b, L, H) in the module's dtype."""
+
+    reference_class = ReferenceS6
+    methods = SCAN_METHODS
+    no_fft_reason = ReferenceS6.no_fft_reason
+
+    def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
+                 dt_scale=1.0, dt_init_floor=1e-4, discretization="exp_euler", block=False, expand=None,
+                 d_conv=None, conv_bias=None, bias=None, seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceS6(d_model, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, discretization,
+                          block, expand, d_conv, conv_bias, bias, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
+        self.block, self.d_inner, self.dt_rank, self.d_conv = ref.block, ref.d_inner, ref.dt_rank, ref.d_conv
+
+    # --------------------------------------------------------------------- input → selective system
+    def mix_in(self, x, conv_state=None):
+        """Block: (v = SiLU(conv1d(p)), z, p with the carried conv state prepended); bare: (x, None, None)."""
+        if not self.block:
+            return x, None, None
+        E, K = self.d_inner, self.d_conv
+        # Note: the parameters are submodule attributes here (self.in_proj.weight for p["in_proj.weight"]).
+        pz = torch.einsum("blh,fh->blf", x, self.in_proj.weight)                               # (b, L, 2E)
+        if hasattr(self.in_proj, "bias"):
+            pz = pz + self.in_proj.bias
+        p, z = pz[..., :E], pz[..., E:]                                                        # (b, L, E) each
+        past = x.new_zeros((x.shape[0], K - 1, E)) if conv_state is None else conv_state      # (b, K − 1, E)
+        p_ext = torch.cat([past, p], dim=1)                                                    # (b, K − 1 + L, E)
+        windows = torch.stack([p_ext[:, k:k + x.shape[1]] for k in range(K)], dim=2)          # (b, L, K, E)
+        c = torch.einsum("blke,ek->ble", windows, self.conv1d.weight[:, 0])                    # (b, L, E)
+        if hasattr(self.conv1d, "bias"):
+            c = c + self.conv1d.bias
+        return silu(c), z, p_ext
+
+    def selection(self, v):
+        """(Δ_t (b, L, E), B_t (b, L, N), C_t (b, L, N)) from v (b, L, E): the input-dependent part."""
+        r, N = self.dt_rank, self.d_state
+        x_dbl = torch.einsum("ble,fe->blf", v, self.x_proj.weight)                             # (b, L, r + 2N)
+        dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + N], x_dbl[..., r + N:]
+        dt = softplus(torch.einsum("blr,er->ble", dt_low, self.dt_proj.weight) + self.dt_proj.bias)   # (b, L, E)
+        return dt, B, C
+
+    def discrete_system(self, dt, tau=None, check_values=True):
+        """(Ā_t, γ̄_t), each (b, L, E, N): discretize(A, Δ_t, method, τ_t) for every event (see the reference)."""
+        A = -torch.exp(self.A_log)                                                             # (E, N)
+        if tau is None:
+            Lambda = A.expand(dt.shape + A.shape[-1:])                                         # (b, L, E, N)
+            return discretize(Lambda, dt[..., None], self.discretization, check_values=check_values)
+        pairs = [[discretize(A, dt[i, t][:, None], self.discretization, tau[i:i + 1, t:t + 1],
+                             check_values=check_values) for t in range(dt.shape[1])] for i in range(dt.shape[0])]
+        A_bar = torch.stack([torch.stack([a[0, 0] for a, _ in row]) for row in pairs])         # (b, L, E, N)
+        gamma_bar = torch.stack([torch.stack([g[0, 0] for _, g in row]) for row in pairs])     # (b, L, E, N)
+        return A_bar, gamma_bar
+
+    def read_out(self, states, v, C, z=None):
+        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e]; block: out_proj((y ⊙ SiLU(z))). states (b, L, E, N)."""
+        y = torch.einsum("blen,bln->ble", states, C) + self.D * v                             # (b, L, E)
+        if not self.block:
+            return y
+        out = torch.einsum("ble,he->blh", y * silu(z), self.out_proj.weight)                  # (b, L, H)
+        return out + self.out_proj.bias if hasattr(self.out_proj, "bias") else out
+
+    # --------------------------------------------------------------------- calls
+    def init_state(self, batch):
+        """Zero state in the module's dtype: bare h (batch, E, N); block the pair (conv state (batch, K − 1, E), h)."""
+        h = torch.zeros((check_positive_int(batch, "batch"), self.d_inner, self.d_state), dtype=self.dtype,
+                        device=self.device)
+        return (h.new_zeros((batch, self.d_conv - 1, self.d_inner)), h) if self.block else h
+
+    def check_state(self, state, batch, name="initial_state"):
+        """(conv state or None, h) from a state shaped like init_state(batch); a pair for block=True."""
+        zero = self.init_state(batch)
+        if not self.block:
+            return None, check_state(state, tuple(zero.shape), self.dtype, name=name, like=self)
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} of S6(block=True) must be a pair (conv state (b, d_conv − 1, E), h (b, E, N)); "
+                            f"got {type(state).__name__}")
+        return (check_state(state[0], tuple(zero[0].shape), self.dtype, name=f"{name}[0] (conv state)", like=self),
+                check_state(state[1], tuple(zero[1].shape), self.dtype, name=f"{name}[1] (h)", like=self))
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
+                return_state=False, method="auto", check_finite=True):
+        """y (b, L, H), or (y, final state) with return_state=True (Mamba, Algorithm 2; eqs. (2a)–(2b) with the
+        selective Δ, B, C of §3.2 and the discretisation of eq. (4)). Arguments as in the reference.
+        Note: method defaults to "auto" (the fastest differentiable scan for the device); the reference
+        defaults to "sequential", the definition.
+        """
+        # Note: initial_state is checked by the layer (a pair for block=True), not by prepare_call.
+        x, lengths, tau, _ = prepare_call(self, x, lengths, integration_timesteps, None, method, check_finite)
+        conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
+        v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
+        dt, B, C = self.selection(v)
+        A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_finite)           # (b, L, E, N)
+        # ---- the recurrence
+        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0, method=method)  # (b, L, E, N)
+        y = self.read_out(states, v, C, z)                                                     # (b, L, H)
+        if not return_state:
+            return y
+        last = torch.full((x.shape[0],), x.shape[1] - 1, device=x.device) if lengths is None else lengths - 1  # (b,)
+        states_at = states[torch.arange(x.shape[0], device=x.device), last]                    # (b, E, N)
+        if not self.block:
+            return y, states_at
+        conv = torch.stack([p_ext[i, n + 1:n + self.d_conv] for i, n in enumerate(last.tolist())])     # (b, K − 1, E)
+        return y, (conv, states_at)
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        conv0, h = self.check_state(state, x.shape[0], name="state")
+        v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
+        dt, B, C = self.selection(v)
+        A_bar, gamma_bar = self.discrete_system(dt, tau)                                       # (b, 1, E, N)
+        new_h = A_bar[:, 0] * h + gamma_bar[:, 0] * B[:, 0, None, :] * v[:, 0, :, None]       # (b, E, N)
+        y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
+        return y_t, ((p_ext[:, 1:], new_h) if self.block else new_h)

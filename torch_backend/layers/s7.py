@@ -1,0 +1,117 @@
+"""S7 — S5 made selective, with event streams (Soydan et al. 2024; the authors' `S5SSM(input_dependent=True)`), SPEC §4.10,
+PyTorch mirror of reference/layers/s7.py (STYLE 6).
+
+    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)                      widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t (H, N)
+    Δ_t = step_rescale·softplus(dt_proj(s_t))            (b, L, N): one step per state, through a rank-r bottleneck
+    (Ā_t, γ̄_t) = discretize(Λ, Δ_t, method, τ)          (SPEC §2, Δ_A = τ_t·Δ_t; Λ is time-invariant)
+    x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B_t u_t),   y_t = κ·Re(C_t x_t) + D ⊙ u_t,   κ = 2 with conj_sym
+
+x_proj has H(r + 4NH) weights, O(NH²) (4.2 M at H = 128, N = 64). reparam="stablessm": Re Λ = −1/(w² + ½),
+w = Lambda_re; clip_eigs clamps Re Λ ≤ −1e-4 after it. Initialisation and argument checks: the reference's (the
+reference layer is built with the same seed and its params copied).
+
+Differences from the reference, each for a reason:
+* precision follows the parameters (float32/complex64 by default, float64/complex128 after .double());
+* `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's is "sequential".
+
+Upstream: TaylanSoydan/S7 `event_ssm/ssm.py` (S5SSM with input_dependent=True).
+Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), r dt_rank.
+"""
+import torch
+
+from reference.layers.s5 import CLIP_RE
+from reference.layers.s7 import S7 as ReferenceS7, STABLESSM_A, STABLESSM_B
+from ..discretize import discretize
+from ..scan import SCAN_METHODS, scan
+from ._base import Layer, draw_seed
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._math import final_state
+
+
+def softplus(z):
+    """log(1 + e^z) = logaddexp(0, z). Note: not F.softplus, whose threshold 20 differs by up to 2.1e-9 (SPEC)."""
+    return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device))
+
+
+def stablessm(w):
+    """Re Λ = −1/(a·w² + b) (a = 1, b = ½): in [−2, 0) for every real w."""
+    return -1.0 / (STABLESSM_A * w ** 2 + STABLESSM_B)
+
+
+# ----------------------------------------------------------------------------- the layer
+class S7(Layer):
+    """S7: x (b, L, H) real → y (b, L, H) in the module's dtype; complex state (b, N)."""
+
+    reference_class = ReferenceS7
+    methods = SCAN_METHODS
+    no_fft_reason = ReferenceS7.no_fft_reason
+
+    def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
+                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceS7(d_model, d_state, discretization, conj_sym, blocks, dt_min, dt_max, step_rescale, clip_eigs,
+                          reparam, dt_rank, seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
+        self.dt_rank, self.kappa = ref.dt_rank, ref.kappa
+
+    def init_state(self, batch):
+        """Zero state (batch, N), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"), self.d_state), dtype=self.complex_dtype,
+                           device=self.device)
+
+    # --------------------------------------------------------------------- the discrete system
+    def Lambda(self):
+        """Λ (N,) complex: reparametrised (stablessm), then clipped (clip_eigs)."""
+        Lambda_re = stablessm(self.Lambda_re) if self.config["reparam"] == "stablessm" else self.Lambda_re
+        if self.config["clip_eigs"]:
+            Lambda_re = torch.clamp(Lambda_re, max=CLIP_RE)
+        return Lambda_re + 1j * self.Lambda_im                                           # (N,)
+
+    def discrete_system(self, x, tau=None, check_values=True):
+        """(Ā_t (b, L, N), B̄_t u_t = γ̄_t ⊙ (B_t u_t) (b, L, N), C_t (b, L, H, N)) for the input x (b, L, H)."""
+        N, H, r = self.d_state, self.d_model, self.dt_rank
+        proj = x @ self.x_proj.weight.T + self.x_proj.bias                               # (b, L, r + 4NH)
+        s, B_hat, C_hat = proj[..., :r], proj[..., r:r + 2 * N * H], proj[..., r + 2 * N * H:]
+        B_hat = B_hat.reshape(x.shape[:2] + (N, H, 2))                                   # (b, L, N, H, 2)
+        C_hat = C_hat.reshape(x.shape[:2] + (H, N, 2))                                   # (b, L, H, N, 2)
+        B = torch.complex(B_hat[..., 0], B_hat[..., 1])                                  # (b, L, N, H)
+        C = torch.complex(C_hat[..., 0], C_hat[..., 1])                                  # (b, L, H, N)
+        dt = self.config["step_rescale"] * softplus(s @ self.dt_proj.weight.T + self.dt_proj.bias)   # (b, L, N)
+        Lambda_bar, gamma_bar = discretize(self.Lambda(), dt, self.discretization, tau,
+                                           check_values=check_values)                   # (b, L, N)
+        # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
+        Bu = gamma_bar * torch.einsum("blnh,blh->bln", B, x.to(B.dtype))                 # (b, L, N)
+        return Lambda_bar, Bu, C
+
+    def read_out(self, states, x, C):
+        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H)."""
+        return self.kappa * torch.einsum("blhn,bln->blh", C, states).real + self.D * x
+
+    # --------------------------------------------------------------------- calls
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                method="auto", check_finite=True):
+        """y (b, L, H), or (y, final state (b, N) complex) with return_state=True (S5 paper eqs. 2–6 with
+        input-dependent Δ_t, B_t, C_t; Event-SSM's τ).
+
+        x: real (b, L, H); lengths: (b,) ints (state after step len−1; valid outputs ignore the padding);
+        integration_timesteps τ: (b, L) >= 0 (event gaps); initial_state: (b, N); method: a §3 scan method
+        ("fft" is refused: no convolution view).
+        Note: method defaults to "auto" (the fastest differentiable scan); the reference's is "sequential".
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
+                                           check_finite)
+        Lambda_bar, Bu, C = self.discrete_system(x, tau, check_finite)                   # (b, L, N), (b, L, H, N)
+        # ---- the recurrence
+        states = scan(Lambda_bar, Bu, h0, method=method)                                 # (b, L, N)
+        y = self.read_out(states, x, C)                                                  # (b, L, H)
+        return (y, final_state(states, lengths)) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
+        Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
+        new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
+        return self.read_out(new_state[:, None], x, C)[:, 0], new_state
