@@ -1,4 +1,4 @@
-"""Benchmarks (issue 8): every scan, layer and classifier timed against the machine's limit and
+"""Benchmarks: every scan, layer and classifier timed against the machine's limit and
 against what a user would otherwise pick. Not tests: run them by hand, e.g.
 
     python -m benchmarks.scan --quick                 # CI smoke run, well under a minute

@@ -1,4 +1,4 @@
-"""Classifier benchmark (issue 8): a 4-layer mixed Classifier (SPEC §6) against nn.GRU and nn.LSTM stacks
+"""Classifier benchmark: a 4-layer mixed Classifier (SPEC §6) against nn.GRU and nn.LSTM stacks
 of the same width and depth, forward and a training step, at (b, L, H, N) = (32, 1024, 128, 64).
 
     python -m benchmarks.classifier [--quick] [--json PATH] [--plot PATH]
@@ -53,7 +53,7 @@ def mixed(module, H, N, mix):
 
 
 def main(argv=None):
-    args = C.parse_args("Classifier benchmark (issue 8)", argv)
+    args = C.parse_args("Classifier benchmark", argv)
     batch, L, H, N = QUICK_SIZE if args.quick else FULL_SIZE
     print(C.header("Classifier benchmark", args, C.machine_info()))
     print(f"Size (b, L, H, N) = ({batch}, {L}, {H}, {N}), {N_LAYERS} layers, input_dim {INPUT_DIM}, {CLASSES} classes; "

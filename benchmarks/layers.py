@@ -1,4 +1,4 @@
-"""Layer benchmark (issue 8): forward and a training step of every torch layer, against torch.nn.GRU
+"""Layer benchmark: forward and a training step of every torch layer, against torch.nn.GRU
 and torch.nn.LSTM of the same width (what a user would otherwise pick) and, for LTI layers, against
 their own FFT-convolution view (method="fft"); reference layers' forward on the same input for scale.
 
@@ -137,7 +137,7 @@ def reference_rows(x, H, N, args):
 
 
 def main(argv=None):
-    args = C.parse_args("Layer benchmark (issue 8)", argv)
+    args = C.parse_args("Layer benchmark", argv)
     batch, L, H, N = QUICK_SIZE if args.quick else FULL_SIZE
     print(C.header("Layer benchmark", args, C.machine_info()))
     print(f"Size (b, L, H, N) = ({batch}, {L}, {H}, {N}); torch float32, reference float64. "

@@ -1,4 +1,4 @@
-"""Scaling in L (issue 8): time and peak memory of the default scan paths for L = 2^8 … 2^16, with
+"""Scaling in L: time and peak memory of the default scan paths for L = 2^8 … 2^16, with
 log-log slopes fitted from L = 2^10 (1.0 = linear), and the figure of `python -m benchmarks.scan --plot`.
 
 Peak memory: tracemalloc for NumPy/Numba (it sees NumPy's buffers); for torch, the growth of the

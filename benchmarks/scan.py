@@ -1,4 +1,4 @@
-"""Scan benchmark (issue 8): every scan against the bandwidth bound of the same run.
+"""Scan benchmark: every scan against the bandwidth bound of the same run.
 
     python -m benchmarks.scan [--quick] [--json PATH] [--plot PATH]
 
@@ -251,7 +251,7 @@ def scaling(args):
 
 
 def main(argv=None):
-    args = C.parse_args("Scan benchmark (issue 8)", argv)
+    args = C.parse_args("Scan benchmark", argv)
     try:
         import torch  # noqa: F401  (imported first so the header can report its version and threads)
     except ImportError:

@@ -134,3 +134,16 @@ def _scan_bytes(scan_bytes):
         a = np.zeros((batch, L, N), np.complex64 if itemsize == 8 else np.complex128)   # (b, L, N)
         assert scan_bytes(batch, N, L, itemsize) == 3 * a.nbytes, "a, b and h each hold b·L·N complex numbers"
     _property(test)
+
+
+@exercise("memory.1")
+def _radius_for_delay(radius_for_delay):
+    """radius_for_delay(delay, epsilon): the ring radius r whose horizon ln ε / ln r equals `delay` steps."""
+    @given(delay=st.integers(1, 100_000), exponent=st.floats(-8, -0.5))
+    def test(delay, exponent):
+        epsilon = 10.0 ** exponent
+        r = radius_for_delay(delay, epsilon)
+        assert 0 < r < 1, f"a stable ring radius lies in (0, 1), got {r}"
+        assert math.isclose(math.log(epsilon) / math.log(r), delay, rel_tol=1e-6), \
+            f"delay {delay}, ε {epsilon:.1e}: radius {r} has horizon {math.log(epsilon) / math.log(r):.1f}"
+    _property(test)

@@ -73,23 +73,31 @@ def predict(model, x, lengths, tau=None):
     return model(*as_tensors(x, lengths, tau))
 
 
-def fit(model, train, test, *, epochs, batch_size=16, lr=5e-3, weight_decay=0.01, use_tau=True, desc="training",
-        progress=True):
+def validation_split(labels, fraction=0.2, seed=0):
+    """(train indices, validation indices): a stratified, seeded split of the training set (every class kept
+    in proportion), so that every choice — epochs, learning rate, the asserted floor — is made without the test set."""
+    from sklearn.model_selection import train_test_split
+    indices = np.arange(len(labels))
+    return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+
+
+def fit(model, train, validation=None, *, epochs, batch_size=16, lr=5e-3, weight_decay=0.01, use_tau=True,
+        desc="training", progress=True):
     """Train `model` with AdamW and a one-cycle learning rate; return the history per epoch.
 
-    train, test: (x (b, L, H), lengths (b,), labels (b,), τ (b, L) or None). Each mini-batch is cut to
+    train, validation: (x (b, L, H), lengths (b,), labels (b,), τ (b, L) or None); the validation set (never
+    the test set) is evaluated after every epoch, or nothing is when it is None. Each mini-batch is cut to
     its own longest sequence. `use_tau=False` trains a model that never sees the timesteps;
     `progress=False` hides the progress bar (one line per epoch, printed when training ends).
-    Returns {"loss", "train_accuracy", "test_accuracy", "seconds"} (lists per epoch, total seconds).
+    Returns {"loss", "train_accuracy", "validation_accuracy", "seconds"} (lists per epoch, total seconds).
     """
     x, lengths, labels, tau = train
     x, lengths, labels = torch.as_tensor(x), torch.as_tensor(lengths), torch.as_tensor(labels)
     tau = torch.as_tensor(tau) if (tau is not None and use_tau) else None
-    test_tau = test[3] if use_tau else None
     steps = -(-len(labels) // batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps)
-    history = {"loss": [], "train_accuracy": [], "test_accuracy": []}
+    history = {"loss": [], "train_accuracy": [], "validation_accuracy": []}
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc=desc, file=sys.stdout, ncols=100, ascii=True, mininterval=600, disable=not progress)
     for _ in bar:
@@ -107,11 +115,13 @@ def fit(model, train, test, *, epochs, batch_size=16, lr=5e-3, weight_decay=0.01
             schedule.step()
             total_loss += loss.item() * len(batch)
             correct += int((logits.argmax(dim=1) == labels[batch]).sum())
-        test_logits = predict(model, test[0], test[1], test_tau)
         history["loss"].append(total_loss / len(labels))
         history["train_accuracy"].append(correct / len(labels))
-        history["test_accuracy"].append(float((test_logits.argmax(dim=1).numpy() == test[2]).mean()))
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", test_accuracy=f"{history['test_accuracy'][-1]:.3f}", refresh=False)
+        if validation is not None:
+            logits = predict(model, validation[0], validation[1], validation[3] if use_tau else None)
+            history["validation_accuracy"].append(float((logits.argmax(dim=1).numpy() == validation[2]).mean()))
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", validation=f"{history['validation_accuracy'][-1]:.3f}",
+                            refresh=False)
     bar.close()
     history["seconds"] = time.perf_counter() - start
     return history

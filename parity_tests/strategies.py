@@ -10,6 +10,13 @@ from hypothesis import strategies as st
 
 THOROUGH = os.environ.get("LRNN_PROFILE", "ci") == "thorough"
 LONG_LENGTHS = (1023, 1024, 4097, 16384)              # only drawn under the thorough profile
+THOROUGH_SCALE = 5                                    # thorough examples per ci example (top-level conftest: 100 vs 20)
+
+
+def examples(n):
+    """max_examples of a property whose ci budget is n: n under the ci profile, THOROUGH_SCALE·n under thorough
+    (a property never hard-codes a count the profile cannot scale)."""
+    return n * (THOROUGH_SCALE if THOROUGH else 1)
 
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 31, 61, 127, 251)
 POWERS_OF_TWO_NEAR = tuple(sorted({n for k in range(1, 9) for n in (2 ** k - 1, 2 ** k, 2 ** k + 1) if n >= 1}))
@@ -68,7 +75,8 @@ def lengths_vector(rng, batch, L):
 
 
 # ----------------------------------------------------------------------------- layer configurations
-# One entry per name in `reference.layers.REGISTRY` (the parity suite fails loudly for a name without one).
+# One entry per name in `reference.layers.REGISTRY` (the suites fail loudly for a name without one); a layer the
+# project does not have joins through `register_layer` (the documented plug-in entry point, below).
 # `configs()` returns a hypothesis strategy of small, valid constructor kwargs (seed included); the
 # flags describe what the registry-driven properties may assume about the layer. Append new entries
 # below; keep the configs small (H, N <= ~6) so each property runs in milliseconds.
@@ -80,10 +88,42 @@ CONTINUOUS_METHODS = ("zoh", "bilinear", "exp_euler", "async", "dirac")   # §2 
 
 @dataclass(frozen=True)
 class LayerConfig:
+    """How the suites draw and what they may assume about one layer. Only fields with defaults are ever added,
+    so an entry written for an older suite keeps working."""
     configs: Callable                 # () -> strategy of constructor kwargs dicts
     linear: bool = True               # y is linear in (x, initial_state) jointly (False: LSSL's gelu read-out)
     timesteps: bool = True            # accepts integration_timesteps (False: the layer must raise on them)
     slow_decay: dict = field(default_factory=dict)   # kwargs overrides giving |Ā| close to 1 (long-L test)
+    input_dependent: bool = False     # the transition depends on the input (selective/gated layers): no kernel
+                                      # view, and no property that assumes y linear in x or in initial_state
+    feedthrough: tuple = ("D",)       # parameters of a direct x -> y term, zeroed by the state-path property
+    perturb: Callable = None          # (params, rng) -> {name: moved value}: extreme parameters beyond the
+                                      # init (None: every parameter moved by a relative 20 % and a small shift)
+    reference_class: type = None      # the reference class, for a layer registered from outside the project
+
+
+def register_layer(name, reference_class, config):
+    """The plug-in entry point: add a layer the project does not have (or replace an entry) to every
+    registry-driven property of the suites, from outside the project (e.g. in an adapter module, which the
+    suite imports before collecting). `reference_class` is a class with the reference layer's API
+    (constructor kwargs -> params, __call__, step, init_state, from_params, kernel if time-invariant);
+    `config` a LayerConfig (its flags say which properties apply)."""
+    if not isinstance(config, LayerConfig):
+        raise TypeError(f"register_layer({name!r}): config must be a LayerConfig, got {type(config).__name__}")
+    LAYER_CONFIGS[name] = LayerConfig(**{**config.__dict__, "reference_class": reference_class})
+
+
+def layer_class(name):
+    """The reference class of a suite layer: the registered one, else reference.layers.REGISTRY's."""
+    from reference.layers import REGISTRY
+    registered = LAYER_CONFIGS[name].reference_class if name in LAYER_CONFIGS else None
+    return registered or REGISTRY[name]
+
+
+def suite_layers():
+    """Every layer the suites run over: the reference registry plus the layers registered from outside."""
+    from reference.layers import REGISTRY
+    return sorted(set(REGISTRY) | {n for n, c in LAYER_CONFIGS.items() if c.reference_class is not None})
 
 
 def _lru_configs():
@@ -113,10 +153,37 @@ def _s4d_configs():
         "discretization": st.sampled_from(CONTINUOUS_METHODS), "seed": seeds})
 
 
+def _extreme_log_dt(params, rng):
+    """log Δ from 1e-6 to 1e-1 (log-uniform) for every Δ of the layer."""
+    return {"log_dt": rng.uniform(np.log(1e-6), np.log(1e-1), params["log_dt"].shape)}
+
+
+def _lru_perturb(params, rng):
+    """Eigenvalues at the ring edges: |λ| = exp(−exp(ν)) within 1e-6 of 1, or below 0.01; any phase."""
+    shape = params["nu_log"].shape
+    nu_log = np.where(rng.uniform(size=shape) < 0.5, np.log(rng.uniform(1e-7, 1e-6, shape)), np.log(5.0))
+    return {"nu_log": nu_log, "theta_log": np.log(rng.uniform(1e-3, 2 * np.pi, shape))}
+
+
+def _s5_perturb(params, rng):
+    """Re Λ from −1e-3 to +0.1 (what clip_eigs exists for) and extreme Δ."""
+    return {"Lambda_re": rng.uniform(-1e-3, 0.1, params["Lambda_re"].shape), **_extreme_log_dt(params, rng)}
+
+
+def perturbed_params(name, params, rng):
+    """Every parameter moved away from its initial value: a relative 20 % move plus a small shift, then the
+    layer's own extremes (LayerConfig.perturb). Frozen parameters move too: the backend must use the values
+    it was given."""
+    moved = {k: v * (1 + 0.2 * rng.standard_normal(v.shape)) + 0.01 * rng.standard_normal(v.shape)
+             for k, v in params.items()}
+    hook = layer_config(name).perturb
+    return {**moved, **(hook(params, rng) if hook is not None else {})}
+
+
 LAYER_CONFIGS = {
-    "LRU": LayerConfig(_lru_configs, slow_decay={"r_min": 0.999, "r_max": 0.9999}),
-    "S5": LayerConfig(_s5_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}),
-    "S4D": LayerConfig(_s4d_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}),
+    "LRU": LayerConfig(_lru_configs, slow_decay={"r_min": 0.999, "r_max": 0.9999}, perturb=_lru_perturb),
+    "S5": LayerConfig(_s5_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}, perturb=_s5_perturb),
+    "S4D": LayerConfig(_s4d_configs, slow_decay={"dt_min": 1e-4, "dt_max": 2e-4}, perturb=_extreme_log_dt),
 }
 
 
@@ -297,5 +364,84 @@ def _s6_configs(draw):
 
 
 # S6 is not linear in x (Δ_t, B_t, C_t depend on it): the SPEC's LTI reduction (reference_tests/test_s6.py) replaces linearity.
-LAYER_CONFIGS["S6"] = LayerConfig(_s6_configs, linear=False,
+LAYER_CONFIGS["S6"] = LayerConfig(_s6_configs, linear=False, input_dependent=True,
                                   slow_decay={"dt_min": 1e-4, "dt_max": 2e-4, "dt_scale": 0.1})
+
+
+# ----------------------------------------------------------------------------- RG-LRU and S7 (SPEC §4.9, §4.10)
+@st.composite
+def _rglru_configs(draw):
+    """Small bare RG-LRU configs (num_heads | d_model). Only the bare layer is drawn here: with block=True the state
+    carries the conv window, which moves with the event index (a zero gap does not hold it) and feeds the gates;
+    reference_tests/test_rglru.py and parity_tests/test_golden_rglru_s7.py cover block=True."""
+    d_model = draw(widths(4))
+    min_rad, max_rad = draw(st.sampled_from([(0.9, 0.999), (0.3, 0.9)]))
+    return {"d_model": d_model, "num_heads": draw(st.sampled_from([k for k in range(1, d_model + 1) if d_model % k == 0])),
+            "c": draw(st.sampled_from([8.0, 2.0])), "min_rad": min_rad, "max_rad": max_rad,
+            "w_init_variance_scale": draw(st.sampled_from([1.0, 0.25])), "seed": draw(seeds)}
+
+
+@st.composite
+def _s7_configs(draw):
+    """Small S7 configs: every continuous discretisation, conj_sym with valid blocks, both reparametrisations."""
+    d_state = draw(widths(4))
+    return {"d_model": draw(widths(3)), "d_state": d_state,
+            "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "conj_sym": draw(st.booleans()),
+            "blocks": draw(st.sampled_from([k for k in range(1, d_state + 1) if d_state % k == 0])),
+            "step_rescale": draw(st.sampled_from([1.0, 0.5])), "clip_eigs": draw(st.booleans()),
+            "reparam": draw(st.sampled_from(["none", "stablessm"])), "dt_rank": draw(st.sampled_from(["auto", 2])),
+            "seed": draw(seeds)}
+
+
+# Input-dependent transitions (gates; Δ_t, B_t, C_t): reference_tests/test_rglru.py and test_s7.py check the LTI
+# reductions instead of linearity (gate weights 0 ⇒ a fixed-λ recurrence; x_proj.weight = 0 ⇒ S5).
+LAYER_CONFIGS["RGLRU"] = LayerConfig(_rglru_configs, linear=False, input_dependent=True, feedthrough=(),
+                                     slow_decay={"min_rad": 0.999, "max_rad": 0.9999})
+LAYER_CONFIGS["S7"] = LayerConfig(_s7_configs, linear=False, input_dependent=True,
+                                  slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
+
+
+# ----------------------------------------------------------------------------- matrix-state layers (SPEC §4.11)
+def _head_sizes(draw):
+    """d_model, n_heads, d_k, d_v: the head sizes drawn explicitly (no divisibility rule), so every d_model the
+    classifier draws fits. Widths >= 2: with one component l2(z) = z/sqrt(z² + 1e-6) and the RMSNorm are sign
+    functions whose float32 rounding near z = 0 is amplified up to 1/sqrt(eps) ≈ 1000, and with d_model = 1 every
+    o_t has one direction, so y = W_out·n(o) can cancel to 1e-3 of its terms; the float32 table (scaled by max|y|)
+    assumes neither. Size 1 is covered in float64 by reference_tests/test_matrix_state.py."""
+    return {"d_model": draw(widths(4).map(lambda n: n + 1)), "n_heads": draw(st.integers(1, 3)),
+            "d_k": draw(st.integers(2, 3)), "d_v": draw(st.integers(2, 3))}
+
+
+@st.composite
+def _gla_configs(draw):
+    """Small gated GLA configs (use_gate=False, linear attention, refuses τ: reference_tests/test_matrix_state.py)."""
+    return {**_head_sizes(draw), "use_gate": True,
+            "gate_logit_normalizer": draw(st.sampled_from([16, 1.0])), "gate_low_rank_dim": draw(st.integers(1, 4)),
+            "seed": draw(seeds)}
+
+
+@st.composite
+def _gated_deltanet_configs(draw):
+    """Small gated configs, β ∈ [0, 1] or [0, 2] (DeltaNet, use_gate=False, refuses τ: tested separately)."""
+    dt_min = draw(st.sampled_from([1e-3, 1e-2]))
+    return {**_head_sizes(draw), "use_gate": True,
+            "allow_neg_eigval": draw(st.booleans()), "dt_min": dt_min,
+            "dt_max": dt_min * draw(st.sampled_from([1.0, 100.0])), "seed": draw(seeds)}
+
+
+@st.composite
+def _deltaproduct_configs(draw):
+    """Small DeltaProduct configs with the forget gate, n_h in 1..3."""
+    config = draw(_gated_deltanet_configs())
+    config.pop("use_gate")
+    return {**config, "n_householder": draw(st.integers(1, 3)), "use_forget_gate": True}
+
+
+# Input-dependent transitions and a quadratic read-out (q_t·k_s): no linearity, no kernel view, no D term;
+# reference_tests/test_matrix_state.py checks the SPEC's reductions, invariants and regression values instead.
+LAYER_CONFIGS["GLA"] = LayerConfig(_gla_configs, linear=False, input_dependent=True, feedthrough=(),
+                                   slow_decay={"gate_logit_normalizer": 1000.0})
+LAYER_CONFIGS["GatedDeltaNet"] = LayerConfig(_gated_deltanet_configs, linear=False, input_dependent=True,
+                                             feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
+LAYER_CONFIGS["DeltaProduct"] = LayerConfig(_deltaproduct_configs, linear=False, input_dependent=True,
+                                            feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})

@@ -11,5 +11,8 @@ from .layers.s4d import S4D
 from .layers.s6 import S6
 from .layers.rglru import RGLRU
 from .layers.s7 import S7
+from .layers.gla import GLA
+from .layers.gated_deltanet import GatedDeltaNet
+from .layers.deltaproduct import DeltaProduct
 from .pooling import final_pool, pool
 from .classifier import Classifier, HierarchicalClassifier

@@ -22,6 +22,12 @@ from .discretize import discretize, discretize_vjp
 from .scan import scan, scan_dense, scan_vjp
 
 
+def contract(subscripts, *operands):
+    """np.einsum with its contraction order optimised: products of (b·L)-long axes go to BLAS (the plain
+    einsum loop is ~10× slower on the mixed real/complex products of a backward pass)."""
+    return np.einsum(subscripts, *operands, optimize=True)
+
+
 # ----------------------------------------------------------------------------- small pieces
 def mask_padding(grad_y, lengths):
     """G_y with the padded positions t >= len zeroed (no gradient flows from an unspecified output).
@@ -150,3 +156,96 @@ def parameter_gradients(layer, grads):
             raise ValueError(f"internal: gradient of {name!r} is {grad.dtype} {grad.shape}; expected real {value.shape}")
         ordered[name] = grad
     return ordered
+
+
+# ----------------------------------------------------------------------------- the classifier (SPEC §6, §11)
+def loss_and_output_gradient(output, labels, num_classes):
+    """Cross-entropy (mean over the batch) for logits (b, C) and integer labels (b,) when num_classes > 0,
+    else the mean squared error over every entry of values (b, D) and targets (b, D) (or (b,) when D = 1).
+    Returns (loss float, ∂loss/∂output with output's shape)."""
+    batch = output.shape[0]
+    labels = np.asarray(labels)
+    if num_classes > 0:
+        if labels.dtype.kind not in "iu" or labels.shape != (batch,):
+            raise ValueError(f"labels must be integer class indices of shape (b={batch},); got {labels.dtype} "
+                             f"{labels.shape}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"labels must be in [0, num_classes={num_classes}); got {labels.min()}..{labels.max()}")
+        shifted = output - output.max(axis=1, keepdims=True)                             # (b, C)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))         # (b, C)
+        rows = np.arange(batch)
+        grad = np.exp(log_probs)                                                         # softmax (b, C)
+        grad[rows, labels] -= 1.0
+        return float(-log_probs[rows, labels].mean()), grad / batch
+    if labels.dtype.kind not in "fiu" or labels.size != output.size or labels.shape[0] != batch:
+        raise ValueError(f"targets must be real with the output's shape {output.shape}; got {labels.shape}")
+    error = output - labels.reshape(output.shape).astype(np.float64)                     # (b, D)
+    return float(np.mean(error ** 2)), 2.0 * error / error.size
+
+
+def classifier_loss_and_grad(model, x, labels, lengths=None, integration_timesteps=None):
+    """The forward of `Classifier.stages` keeping what the backward needs, the loss, and the backward pass
+    block by block: head → final pooling → for each block, from the last: pooling → LayerNorm → residual →
+    dropout (the mask the forward drew) → activation → mixer.vjp → the input embedding or projection.
+    Returns (loss, {param: gradient}) in `model.params` order, frozen mixer params left out."""
+    from . import nn
+    from .pooling import final_pool, final_pool_vjp, pool, pool_vjp
+
+    from .layers._checks import check_integration_timesteps, check_lengths
+
+    cfg, P = model.config, model.params
+    h = model.embed(x)                                                                  # (b, L, H), validated
+    batch, L, _ = h.shape
+    lengths = check_lengths(lengths, batch, L)
+    tau = check_integration_timesteps(integration_timesteps, batch, L)
+    for i, mixer in enumerate(model.mixers):
+        if tau is not None and not getattr(mixer, "accepts_timesteps", True):
+            raise ValueError(f"integration_timesteps were given but layer {i} ({type(mixer).__name__}) "
+                             "does not accept them")
+    activation, activation_vjp = nn.ACTIVATIONS[cfg["activation"]], nn.ACTIVATION_VJPS[cfg["activation"]]
+    p = cfg["dropout"]
+    model.sync_mixers()
+    tape = []
+    for i, mixer in enumerate(model.mixers):
+        mixed = mixer(h, lengths) if tau is None else mixer(h, lengths, tau)             # (b, L_i, H)
+        activated = activation(mixed)
+        keep = nn.dropout_mask(activated.shape, p, model.dropout_rng) if model.training else None
+        dropped = activated if keep is None else nn.dropout_with_mask(activated, keep, p)
+        summed = dropped + h                                                             # (b, L_i, H)
+        normed = nn.layer_norm(summed, P[f"blocks.{i}.norm.weight"], P[f"blocks.{i}.norm.bias"])
+        tape.append((h, lengths, tau, mixed, keep, summed, normed))
+        h, lengths, tau = pool(normed, lengths, tau, mode=model.modes[i], stride=model.strides[i])
+    pooled = final_pool(h, lengths, mode=cfg["pooling"])                                 # (b, H)
+    output = nn.linear(pooled, P["head.weight"], P["head.bias"])                         # (b, C or D)
+    loss, grad_output = loss_and_output_gradient(output, labels, cfg["num_classes"])
+
+    grads = {}
+    grad_pooled, grads["head.weight"], grads["head.bias"] = nn.linear_vjp(grad_output, pooled, P["head.weight"],
+                                                                         P["head.bias"])
+    grad_h = final_pool_vjp(grad_pooled, h, lengths, mode=cfg["pooling"])                # (b, L_n, H)
+    for i in range(len(model.mixers) - 1, -1, -1):
+        h_in, lengths, tau, mixed, keep, summed, normed = tape[i]
+        grad_normed = pool_vjp(grad_h, normed, lengths, tau, mode=model.modes[i], stride=model.strides[i])
+        grad_summed, grads[f"blocks.{i}.norm.weight"], grads[f"blocks.{i}.norm.bias"] = nn.layer_norm_vjp(
+            grad_normed, summed, P[f"blocks.{i}.norm.weight"])
+        grad_activated = grad_summed if keep is None else nn.dropout_vjp(grad_summed, keep, p)
+        grad_mixed = activation_vjp(grad_activated, mixed)                               # (b, L_i, H)
+        grad_in, mixer_grads, _ = model.mixers[i].vjp(grad_mixed, h_in, lengths, tau)
+        grads.update({f"blocks.{i}.mixer.{key}": value for key, value in mixer_grads.items()})
+        grad_h = grad_in + grad_summed                                                   # mixer path + residual
+    if cfg["vocab_size"] is None:
+        features = np.asarray(x, dtype=np.float64)                                       # (b, L, input_dim)
+        _, grads["input_proj.weight"], grads["input_proj.bias"] = nn.linear_vjp(
+            grad_h, features, P["input_proj.weight"], P["input_proj.bias"])
+    else:
+        ids = np.asarray(x)                                                              # (b, L)
+        if "embedding_proj.weight" in P:
+            width_E = P["embedding.weight"][ids]                                         # (b, L, E)
+            if "position_embedding.weight" in P:
+                width_E = width_E + P["position_embedding.weight"][:L]
+            grad_h, grads["embedding_proj.weight"], grads["embedding_proj.bias"] = nn.linear_vjp(
+                grad_h, width_E, P["embedding_proj.weight"], P["embedding_proj.bias"])
+        grads["embedding.weight"] = nn.embedding_vjp(grad_h, ids, P["embedding.weight"].shape[0], cfg["padding_idx"])
+        if "position_embedding.weight" in P:
+            grads["position_embedding.weight"] = nn.position_embedding_vjp(grad_h, P["position_embedding.weight"].shape[0])
+    return loss, {name: grads[name] for name in P if name in grads}

@@ -27,6 +27,7 @@ import inspect
 import numpy as np
 
 from . import nn
+from .backward import classifier_loss_and_grad
 from .layers import REGISTRY
 from .layers.lru import LRU
 from .layers._base import Layer
@@ -50,6 +51,17 @@ def _optional_int(value, name, minimum=1):
     return None if value is None else check_positive_int(value, name, minimum)
 
 
+def plain(value):
+    """NumPy scalars → Python scalars, through dicts, lists and tuples: a config must stay JSON (save)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item) for item in value)
+    return value
+
+
 def resolve_mixer(spec, name):
     """A registry name or a class → (class, what the config stores: the registry name, else the class)."""
     if isinstance(spec, str):
@@ -58,6 +70,11 @@ def resolve_mixer(spec, name):
                              f"got {spec!r}")
         return REGISTRY[spec], spec
     if isinstance(spec, type):
+        mirrored = getattr(spec, "reference_class", None)            # a torch_backend layer class
+        if mirrored is not None:
+            raise TypeError(f"{name} {spec.__module__}.{spec.__name__} is a torch layer; the reference Classifier "
+                            f"takes reference layer classes or registry names (use {mirrored.__name__!r} or "
+                            f"reference.{mirrored.__name__})")
         registered = [key for key, cls in REGISTRY.items() if cls is spec]
         return spec, registered[0] if registered else spec
     raise TypeError(f"{name} must be a class or a registry name (str); got {spec!r} of type {type(spec).__name__}")
@@ -93,7 +110,8 @@ class Classifier(Layer):
     """Sequence classifier (num_classes > 0) or regressor over a stack of linear-RNN mixers (SPEC §6).
 
     Args:
-        input_dim: feature width of float input x (b, L, input_dim); not used with token input.
+        input_dim: feature width of float input x (b, L, input_dim); with token input (vocab_size set) it is
+            not used and may be None or 0.
         num_classes: number of classes (> 0: logits (b, num_classes)); 0 selects regression.
         output_dim: width of the regression output (b, output_dim), used when num_classes = 0.
         d_model: H, the width of every block.  d_state: N, passed to mixers whose constructor has it.
@@ -106,7 +124,8 @@ class Classifier(Layer):
         vocab_size: V; when set, x holds token ids (b, L) in [0, V) instead of features.
         embedding_dim: E, the embedding width (default d_model; a Linear E → d_model when they differ).
         max_position_embeddings: when set, learned positional embeddings for L up to this value.
-        padding_idx: token id whose embedding row starts at zero (None: no such row).
+        padding_idx: token id whose embedding row starts at zero (None: no such row); always checked
+            (None or an integer >= 0, below vocab_size with token input).
         lrnn_params: extra mixer arguments, a dict for every layer or a list of n_layers dicts.
         activation: "gelu" (exact erf form) or "none".
         seed: integer seed; parameters, per-layer mixer seeds and dropout masks all derive from it.
@@ -118,7 +137,9 @@ class Classifier(Layer):
                  lrnn_cls=LRU, pooling="last", dropout=0.1, intermediate_pooling="none", pooling_factor=2,
                  vocab_size=None, embedding_dim=None, max_position_embeddings=None, padding_idx=0,
                  lrnn_params=None, activation="gelu", seed=None):
-        input_dim = check_positive_int(input_dim, "input_dim")
+        vocab_size = _optional_int(vocab_size, "vocab_size")
+        if vocab_size is None or input_dim is not None:      # token input: input_dim is not used (None or 0 allowed)
+            input_dim = check_positive_int(input_dim, "input_dim", minimum=1 if vocab_size is None else 0)
         num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
         output_dim = check_positive_int(output_dim, "output_dim")
         d_model, d_state = check_positive_int(d_model, "d_model"), check_positive_int(d_state, "d_state")
@@ -131,15 +152,14 @@ class Classifier(Layer):
             check_choice(mode, f"intermediate_pooling[{i}]", INTERMEDIATE_MODES)
         strides = [check_positive_int(s, f"pooling_factor[{i}]")
                    for i, s in enumerate(_per_layer(pooling_factor, "pooling_factor", n_layers))]
-        vocab_size = _optional_int(vocab_size, "vocab_size")
         embedding_dim = _optional_int(embedding_dim, "embedding_dim")
         max_position_embeddings = _optional_int(max_position_embeddings, "max_position_embeddings")
         if vocab_size is None and (embedding_dim is not None or max_position_embeddings is not None):
             raise ValueError("embedding_dim and max_position_embeddings need token input: set vocab_size "
                              f"(got embedding_dim={embedding_dim}, max_position_embeddings={max_position_embeddings})")
-        if vocab_size is not None and padding_idx is not None:
+        if padding_idx is not None:
             padding_idx = check_positive_int(padding_idx, "padding_idx", minimum=0)
-            if padding_idx >= vocab_size:
+            if vocab_size is not None and padding_idx >= vocab_size:
                 raise ValueError(f"padding_idx must be in [0, vocab_size={vocab_size}); got {padding_idx}")
         check_choice(activation, "activation", tuple(nn.ACTIVATIONS))
         if seed is not None:
@@ -160,7 +180,7 @@ class Classifier(Layer):
             intermediate_pooling=list(modes) if isinstance(intermediate_pooling, (list, tuple)) else modes[0],
             pooling_factor=strides if isinstance(pooling_factor, (list, tuple)) else strides[0],
             vocab_size=vocab_size, embedding_dim=embedding_dim, max_position_embeddings=max_position_embeddings,
-            padding_idx=padding_idx, lrnn_params=copy.deepcopy(lrnn_params),
+            padding_idx=padding_idx, lrnn_params=plain(copy.deepcopy(lrnn_params)),
             activation=activation, seed=seed)
         self.modes, self.strides = modes, strides
 
@@ -218,10 +238,12 @@ class Classifier(Layer):
         return self.train(False)
 
     # ------------------------------------------------------------------------- forward
-    def embed(self, x, start=0):
+    def embed(self, x, start=0, lengths=None, check_finite=True):
         """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) float64, validated.
 
-        `start`: the position of x[:, 0] for positional embeddings (a stream's running index)."""
+        `start`: the position of x[:, 0] for positional embeddings (a stream's running index).
+        `lengths`: features at t >= len are padding: set to 0 before anything reads them, so they may
+        hold anything (NaN included); the finiteness check (`check_finite`) covers valid positions."""
         cfg, P = self.config, self.params
         x = np.asarray(x)
         if cfg["vocab_size"] is None:
@@ -230,7 +252,12 @@ class Classifier(Layer):
                                 "(token ids need vocab_size)")
             if x.ndim != 3 or x.shape[2] != cfg["input_dim"]:
                 raise ValueError(f"x must have shape (b, L, input_dim={cfg['input_dim']}); got shape {x.shape}")
-            x = check_input(x, cfg["input_dim"])                                      # (b, L, input_dim)
+            x = check_input(x, cfg["input_dim"], check_finite=False)                 # (b, L, input_dim)
+            lengths = check_lengths(lengths, x.shape[0], x.shape[1])
+            if lengths is not None:
+                valid = np.arange(x.shape[1]) < lengths[:, None]                     # (b, L)
+                x = np.where(valid[..., None], x, 0.0)                               # (b, L, input_dim)
+            x = check_input(x, cfg["input_dim"], check_finite=check_finite)          # (b, L, input_dim)
             return nn.linear(x, P["input_proj.weight"], P["input_proj.bias"])        # (b, L, H)
         if x.dtype.kind not in "iu":
             raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {x.dtype}")
@@ -252,9 +279,9 @@ class Classifier(Layer):
             h = nn.linear(h, P["embedding_proj.weight"], P["embedding_proj.bias"])   # (b, L, H)
         return h
 
-    def stages(self, x, lengths=None, integration_timesteps=None):
+    def stages(self, x, lengths=None, integration_timesteps=None, check_finite=True):
         """[(h, lengths, τ)] after the embedding and after every block (pooling included)."""
-        h = self.embed(x)                                                            # (b, L, H)
+        h = self.embed(x, lengths=lengths, check_finite=check_finite)                # (b, L, H)
         batch, L, _ = h.shape
         lengths = check_lengths(lengths, batch, L)
         tau = check_integration_timesteps(integration_timesteps, batch, L)
@@ -268,7 +295,8 @@ class Classifier(Layer):
         self.sync_mixers()
         for i, mixer in enumerate(self.mixers):
             r = h
-            h = mixer(h, lengths) if tau is None else mixer(h, lengths, tau)         # (b, L_i, H)
+            unchecked = {} if check_finite else {"check_finite": False}
+            h = mixer(h, lengths, **unchecked) if tau is None else mixer(h, lengths, tau, **unchecked)  # (b, L_i, H)
             h = activation(h)
             if self.training:
                 h = nn.dropout(h, p, self.dropout_rng)
@@ -277,12 +305,13 @@ class Classifier(Layer):
             stages.append((h, lengths, tau))
         return stages
 
-    def __call__(self, x, lengths=None, integration_timesteps=None):
+    def __call__(self, x, lengths=None, integration_timesteps=None, check_finite=True):
         """x: token ids (b, L) or features (b, L, input_dim); lengths (b,) in [1, L]; τ (b, L) >= 0.
+        Padded positions (t >= len) may hold anything; check_finite=False skips the finiteness checks.
 
         Returns float64 logits (b, num_classes), or values (b, output_dim) when num_classes = 0.
         """
-        h, lengths, _ = self.stages(x, lengths, integration_timesteps)[-1]
+        h, lengths, _ = self.stages(x, lengths, integration_timesteps, check_finite)[-1]
         pooled = final_pool(h, lengths, mode=self.config["pooling"])                 # (b, H)
         return nn.linear(pooled, self.params["head.weight"], self.params["head.bias"])
 
@@ -302,6 +331,16 @@ class Classifier(Layer):
                 raise TypeError(f"cannot save: lrnn_cls {cls.__name__} is not in reference.layers.REGISTRY "
                                 f"(registered: {', '.join(REGISTRY)}); register it to make the config JSON")
         super().save(path)
+
+    # ------------------------------------------------------------------------- training (SPEC §11)
+    def loss_and_grad(self, x, labels, lengths=None, integration_timesteps=None):
+        """(loss, {param: gradient}) by the hand-written backward pass (reference/backward.py), no autograd.
+
+        labels: integer classes (b,) with num_classes > 0 (cross-entropy, mean over the batch), else real
+        targets (b, output_dim) (mean squared error). In training mode the dropout masks are drawn as in
+        the forward and reused backwards. Frozen mixer params (LSSL's buffers) get no entry.
+        """
+        return classifier_loss_and_grad(self, x, labels, lengths, integration_timesteps)
 
 
 HierarchicalClassifier = Classifier

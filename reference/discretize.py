@@ -33,7 +33,7 @@ def check_method(method, methods=METHODS):
 def check_timesteps(tau, name="integration_timesteps"):
     """Integration timesteps must be real, finite and >= 0 (SPEC §1: backward differences)."""
     tau = np.asarray(tau)
-    if tau.dtype.kind not in "biuf":
+    if tau.dtype.kind not in "iuf":                           # bool is not a time
         raise TypeError(f"{name} must be a real numeric array; got dtype {tau.dtype}")
     tau = tau.astype(np.float64)
     bad = ~np.isfinite(tau) | (tau < 0)
@@ -63,7 +63,7 @@ def phi1(z):
     return np.where(small, 1.0 + z / 2 + z * z / 6, numerator / safe_z)
 
 
-@njit(cache=True)
+@njit_cached()
 def phi1_scalar(z):
     """Numba twin of `phi1` for one complex128 value (same real-arithmetic formula)."""
     if abs(z) < PHI1_SERIES_BELOW:
@@ -138,9 +138,10 @@ def _exponent(Lambda, dt_A):
     A complex product λ·Δ_A multiplies Im(Δ_A) = 0 by Re λ; for an underflowed λ (Re λ = −inf) that is
     NaN, and τ = 0 must still give Ā = 1 (0⁰ = 1).
     """
-    if not np.iscomplexobj(Lambda):
-        return np.where(dt_A == 0, 0.0, Lambda * np.where(dt_A == 0, 1.0, dt_A))
-    with np.errstate(invalid="ignore"):                       # inf·0 in the branch that is masked
+    # a huge gap may overflow λΔ_A to ±inf (the decay is then 0); inf·0 lands in the masked branch
+    with np.errstate(invalid="ignore", over="ignore"):
+        if not np.iscomplexobj(Lambda):
+            return np.where(dt_A == 0, 0.0, Lambda * dt_A)
         re = np.where(dt_A == 0, 0.0, Lambda.real * dt_A)
         im = np.where(dt_A == 0, 0.0, Lambda.imag * dt_A)
     z = np.empty(np.shape(re), np.complex128)                 # (S...) or (b, L, S...)
@@ -159,30 +160,34 @@ def _power(Lambda_bar, tau):
 def discretize_dense(A, B, dt, method):
     """Discretise a dense system x' = A x + B u (LSSL, SPEC §2 last bullet).
 
-    A: (N, N) real; B: (N,) or (N, H); dt: scalar Δ > 0; method: "zoh" or "bilinear".
+    A: (N, N) real; B: (N,) or (N, H); dt: Δ > 0, a scalar or an array of any shape (D...) (one
+    discretisation per entry, in one batched call); method: "zoh" or "bilinear".
     zoh:      Ā = expm(ΔA),                 B̄ = A⁻¹(Ā − I)B      (solve, never invert)
     bilinear: Ā = (I − ΔA/2)⁻¹(I + ΔA/2),  B̄ = (I − ΔA/2)⁻¹ΔB
-    Returns (A_bar (N, N), B_bar like B).
+    Returns (A_bar (D..., N, N), B_bar (D..., *B.shape)).
     """
     check_method(method, DENSE_METHODS)
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be a square (N, N) matrix; got shape {A.shape}")
-    if B.shape[0] != A.shape[0]:
+    if B.ndim not in (1, 2) or B.shape[0] != A.shape[0]:
         raise ValueError(f"B must have N={A.shape[0]} rows; got shape {B.shape}")
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be finite and > 0; got {dt}")
+    dt = np.asarray(dt, dtype=np.float64)
+    if not np.all(np.isfinite(dt) & (dt > 0)):
+        raise ValueError(f"dt must be finite and > 0; got {dt.min() if dt.size else dt}")
+    dt_mat = dt[..., None, None]                                # (D..., 1, 1)
+    B_col = B if B.ndim == 2 else B[:, None]                    # (N, H|1)
     I = np.eye(A.shape[0])                                      # (N, N)
     if method == "zoh":
         from scipy.linalg import expm
-        A_bar = expm(dt * A)
-        B_bar = np.linalg.solve(A, (A_bar - I) @ B)
+        A_bar = expm(dt_mat * A)                                # (D..., N, N): SciPy's expm takes stacks
+        B_bar = np.linalg.solve(A, (A_bar - I) @ B_col)         # (D..., N, H|1)
     else:
-        left = I - dt / 2 * A
-        A_bar = np.linalg.solve(left, I + dt / 2 * A)
-        B_bar = np.linalg.solve(left, dt * B)
-    return A_bar, B_bar
+        left = I - dt_mat / 2 * A                               # (D..., N, N)
+        A_bar = np.linalg.solve(left, I + dt_mat / 2 * A)       # (D..., N, N)
+        B_bar = np.linalg.solve(left, dt_mat * B_col)           # (D..., N, H|1)
+    return A_bar, (B_bar if B.ndim == 2 else B_bar[..., 0])
 
 
 # ============================================================================= derivatives (SPEC §11)

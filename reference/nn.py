@@ -67,7 +67,7 @@ def linear_vjp(grad_y, x, weight, bias=None):
     grad_y (..., o), x (..., i), weight (o, i). Returns (G_x (..., i), G_W (o, i), G_b (o,) or None).
     """
     grad_x = np.einsum("...o,oi->...i", grad_y, weight)                            # (..., i)
-    grad_weight = np.einsum("...o,...i->oi", grad_y, x)                             # (o, i)
+    grad_weight = grad_y.reshape(-1, grad_y.shape[-1]).T @ x.reshape(-1, x.shape[-1])  # (o, i)
     grad_bias = None if bias is None else grad_y.reshape(-1, grad_y.shape[-1]).sum(axis=0)  # (o,)
     return grad_x, grad_weight, grad_bias
 

@@ -63,6 +63,7 @@ def pool(x, lengths=None, integration_timesteps=None, *, mode, stride):
     if mode == "none":
         return x, lengths, tau
 
+    s = min(s, L)               # a window longer than the sequence is the whole sequence: memory follows L, not s
     L_out = -(-L // s)                                                              # ⌈L/s⌉
     extra = L_out * s - L                                                           # invalid tail slots
     valid = np.pad(valid_mask(lengths, batch, L), ((0, 0), (0, extra)))             # (b, L'·s)
@@ -111,3 +112,69 @@ def final_pool(x, lengths=None, *, mode):
     if mode == "max":
         return np.where(valid, x, -np.inf).max(axis=1)                              # (b, H)
     raise ValueError(f"mode must be one of {', '.join(FINAL_MODES)}; got {mode!r}")
+
+
+# ============================================================================= backward (SPEC §11)
+def pool_vjp(grad_out, x, lengths=None, integration_timesteps=None, *, mode, stride):
+    """The adjoint of `pool` with respect to x: G_x (b, L, H) float64 from G_x' (b, L', H).
+
+    stride: G_x' goes to the window's last valid element; mean: G_x'/|V_k| to each valid element; max: to
+    the valid maxima, shared equally among ties (torch's amax rule); none: the identity. Padded output
+    positions (k >= len') and padded inputs (t >= len) carry no gradient (except through "none", which returns
+    x as it is); τ' = Σ τ is data and gets none.
+    """
+    check_choice(mode, "mode", INTERMEDIATE_MODES)
+    s = check_positive_int(stride, "stride")
+    x = _check_sequence(x)
+    batch, L, H = x.shape
+    lengths = check_lengths(lengths, batch, L)
+    check_integration_timesteps(integration_timesteps, batch, L)
+    valid = valid_mask(lengths, batch, L)                                           # (b, L)
+    if mode == "none":                                                              # the identity, padding included
+        return np.asarray(grad_out, dtype=np.float64).reshape(x.shape)
+    L_out = -(-L // s)                                                              # ⌈L/s⌉
+    grad_out = np.asarray(grad_out, dtype=np.float64)
+    if grad_out.shape != (batch, L_out, H):
+        raise ValueError(f"grad_out must have the pooled shape {(batch, L_out, H)}; got {grad_out.shape}")
+    extra = L_out * s - L
+    valid = np.pad(valid, ((0, 0), (0, extra))).reshape(batch, L_out, s)            # (b, L', s)
+    count = valid.sum(axis=2)                                                       # (b, L')
+    grad_out = grad_out * (count > 0)[..., None]                                    # padded outputs: none
+    if mode == "stride":
+        last = np.maximum(count - 1, 0)                                             # (b, L')
+        share = (np.arange(s)[None, None, :] == last[..., None]) & valid            # (b, L', s)
+        grad_windows = share[..., None] * grad_out[:, :, None, :]                   # (b, L', s, H)
+    elif mode == "mean":
+        grad_windows = valid[..., None] * (grad_out / np.maximum(count, 1)[..., None])[:, :, None, :]
+    else:  # max
+        windows = np.pad(x, ((0, 0), (0, extra), (0, 0))).reshape(batch, L_out, s, H)  # (b, L', s, H)
+        masked = np.where(valid[..., None], windows, -np.inf)                        # (b, L', s, H)
+        is_max = masked == masked.max(axis=2, keepdims=True)                         # (b, L', s, H)
+        grad_windows = is_max * (grad_out / np.maximum(is_max.sum(axis=2), 1))[:, :, None, :]
+    return grad_windows.reshape(batch, L_out * s, H)[:, :L]                         # (b, L, H)
+
+
+def final_pool_vjp(grad_out, x, lengths=None, *, mode):
+    """The adjoint of `final_pool`: G_x (b, L, H) float64 from G (b, H); zero at t >= len.
+
+    last: G at t = len − 1; mean: G/len at every valid t; max: G to the valid maxima, shared among ties.
+    """
+    check_choice(mode, "mode", FINAL_MODES)
+    x = _check_sequence(x)
+    batch, L, H = x.shape
+    lengths = check_lengths(lengths, batch, L)
+    grad_out = np.asarray(grad_out, dtype=np.float64)
+    if grad_out.shape != (batch, H):
+        raise ValueError(f"grad_out must have shape (b, H) = {(batch, H)}; got {grad_out.shape}")
+    n_valid = np.full(batch, L) if lengths is None else lengths                     # (b,)
+    valid = valid_mask(lengths, batch, L)[..., None]                                # (b, L, 1)
+    grad_x = np.zeros_like(x)                                                       # (b, L, H)
+    if mode == "last":
+        grad_x[np.arange(batch), n_valid - 1] = grad_out
+    elif mode == "mean":
+        grad_x = valid * (grad_out / n_valid[:, None])[:, None, :]
+    else:  # max
+        masked = np.where(valid, x, -np.inf)                                        # (b, L, H)
+        is_max = masked == masked.max(axis=1, keepdims=True)                        # (b, L, H)
+        grad_x = is_max * (grad_out / is_max.sum(axis=1))[:, None, :]
+    return grad_x

@@ -99,7 +99,7 @@ def scan_sequential(a, b, h0=None):
     return h
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _scan_rows(a, b, h0):
     """@njit twin of the loop on time-last rows: a, b (R, L), h0 (R,); one row (one chain) per task."""
     h = np.empty_like(b)                                                               # (R, L)

@@ -98,7 +98,7 @@ def test_centaurus_stable_for_every_discretization(mode, method, seed, batch):
     for name in ("A_re_raw", "A_im", "log_dt"):                 # perturb far from the init
         layer.params[name] = layer.params[name] + rng.uniform(-6, 3, layer.params[name].shape)
     tau = np.exp(rng.uniform(-3, 2, (batch, 5)))                # τ > 0 (τ = 0 gives Ā = 1 exactly)
-    for Lambda_bar in (layer.discretized()[0], layer.discretized(tau)[0]):
+    for Lambda_bar in (layer.discrete_system()[0], layer.discrete_system(tau)[0]):
         assert np.all(np.abs(Lambda_bar) < 1)
 
 
@@ -162,7 +162,7 @@ def test_lssl_bilinear_spectral_radius():
     dt = 0.05
     layer = LSSL(2, 8, discretization="bilinear", seed=0)
     layer.params["log_dt"] = np.full(2, np.log(dt))
-    A_bar, _ = layer.discretized()                                                   # (H, N, N)
+    A_bar, _ = layer.discrete_system()                                               # (H, N, N)
     radius = np.abs(np.linalg.eigvals(A_bar)).max(axis=-1)                           # (H,)
     assert_close(radius, np.full(2, (1 - dt / 2) / (1 + dt / 2)), what="spectral radius of bilinear Ā")
 
@@ -174,7 +174,7 @@ def test_lssl_zoh_and_bilinear_agree_to_third_order(N, dt):
     zoh, bilinear = (LSSL(1, N, discretization=method, seed=0) for method in ("zoh", "bilinear"))
     for layer in (zoh, bilinear):
         layer.params["log_dt"] = np.full(1, np.log(dt))
-    (A_z, B_z), (A_b, B_b) = zoh.discretized(), bilinear.discretized()               # (1, N, N), (1, N)
+    (A_z, B_z), (A_b, B_b) = zoh.discrete_system(), bilinear.discrete_system()       # (1, N, N), (1, N)
     Z = dt * zoh.params["A"]
     r = np.linalg.norm(Z, 2)
     assert r < 1

@@ -1,10 +1,9 @@
 """SPEC §4.7, what only MultiresConv has: the Haar tree, the depth rule, the read-out plan, the parameter count,
 tree == dense kernel (built here independently by composing the filters), streaming on an input history, the
-refusal of timesteps, and the torch mirror (every view in float64 and float32, gradcheck). The registry
-properties (causality, padding, carry, ...) run in test_layers.py and test_parity.py."""
+refusal of timesteps. The registry properties (causality, padding, carry, ...) run in test_layers.py, parity with
+the backend in parity_tests, the torch class's own checks in torch_tests/test_multiresconv.py."""
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,7 +11,6 @@ from reference.layers.multiresconv import (MultiresConv, multires_depth, multire
                                            receptive_field, uniform_memory_max)
 from parity_tests.strategies import LAYER_CONFIGS, batch_sizes, rng_from, seeds, sequence_lengths
 from parity_tests.tolerances import assert_close
-from torch_backend.layers.multiresconv import MultiresConv as TorchMultiresConv
 
 configs = LAYER_CONFIGS["MultiresConv"].configs
 
@@ -166,60 +164,3 @@ def test_errors_name_the_rule():
         MultiresConv(2, max_len=8, memory="uniform", memory_size=9)
     with pytest.raises(TypeError, match="d_state"):
         MultiresConv(2, d_state=4)
-
-
-# ----------------------------------------------------------------------------- torch mirror
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-@given(config=configs(), L=sequence_lengths(50), batch=batch_sizes, seed=seeds)
-def test_torch_matches_reference(dtype, config, L, batch, seed):
-    """Every view in both precisions (dtype from conftest: --dtype or both): tree, fft, lengths + history + final history, step, kernel."""
-    reference = MultiresConv(**config)
-    module = TorchMultiresConv.from_reference(reference, dtype=TORCH_DTYPES[dtype])
-    rng = rng_from(seed)
-    x = rng.normal(size=(batch, L, reference.d_model))
-    history = rng.normal(size=reference.init_state(batch).shape)
-    lengths = rng.integers(1, L + 1, batch)
-    as_torch = lambda a: torch.as_tensor(a, dtype=TORCH_DTYPES[dtype])  # noqa: E731
-    with torch.no_grad():
-        for method in ("sequential", "fft"):
-            assert_close(module(as_torch(x), method=method).numpy(), reference(x, method=method), dtype, method)
-        y, final = module(as_torch(x), torch.as_tensor(lengths), initial_state=as_torch(history), return_state=True)
-        y_ref, final_ref = reference(x, lengths, initial_state=history, return_state=True)
-        assert_close(y.numpy(), y_ref, dtype, "forward with lengths and a history")
-        assert_close(final.numpy(), final_ref, dtype, "final history")
-        y_t, state = module.step(as_torch(x[:, 0]), as_torch(history))
-        y_t_ref, state_ref = reference.step(x[:, 0], history)
-        assert_close(y_t.numpy(), y_t_ref, dtype, "step")
-        assert_close(state.numpy(), state_ref, dtype, "step state")
-        assert_close(module.kernel(L).numpy(), reference.kernel(L), dtype, "kernel")
-
-
-@pytest.mark.parametrize("memory_size", [None, 3])
-def test_torch_gradcheck(memory_size):
-    """Autograd of the float64 module (tree view) against finite differences, for x and g0, g1, w."""
-    memory = "fading" if memory_size is None else "uniform"
-    module = TorchMultiresConv(2, kernel_size=3, max_len=6, memory=memory, memory_size=memory_size, seed=0).double()
-    x = torch.randn(2, 7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    leaves = [t.detach().clone().requires_grad_(True) for t in (x, module.g0, module.g1, module.w)]
-
-    def forward(x, g0, g1, w):
-        return torch.func.functional_call(module, {"g0": g0, "g1": g1, "w": w}, (x,))
-
-    assert torch.autograd.gradcheck(forward, leaves)
-
-
-def test_torch_refuses_like_the_reference():
-    module = TorchMultiresConv(2, max_len=8, seed=0)
-    x = torch.zeros(1, 4, 2)
-    with pytest.raises(ValueError, match="not a recurrence and has no timesteps"):
-        module(x, integration_timesteps=torch.ones(1, 4))
-    with pytest.raises(ValueError, match="not a recurrence and has no timesteps"):
-        module.step(x[:, 0], module.init_state(1), integration_timestep=torch.ones(1))
-    with pytest.raises(ValueError, match="method must be one of sequential, fft"):
-        module(x, method="chunked")
-    with pytest.raises(ValueError, match=r"initial_state must have shape \(1, 7, 2\)"):
-        module(x, initial_state=torch.zeros(1, 3, 2))
-    assert list(module.state_dict()) == ["g0", "g1", "w"]
-    assert module.init_state(3).shape == (3, 7, 2) and module.init_state(3).dtype == torch.float32

@@ -9,10 +9,10 @@ from .exchange import from_reference, to_reference
 from .layers import REGISTRY, Layer
 from .scan import SCAN_METHODS, combine, scan, scan_dense, scan_reverse, scan_vjp
 
-# ---- layers: append `from .layers import <Class>` lines below (one per layer) ----
 from .pooling import final_pool, pool  # noqa: E402
 from .layers import Centaurus, LSSL  # noqa: E402
 from .layers import LRU, S5, S4D  # noqa: E402
 from .layers import S6  # noqa: E402
 from .layers import RGLRU, S7  # noqa: E402
+from .layers import GLA, GatedDeltaNet, DeltaProduct  # noqa: E402
 from .classifier import Classifier, HierarchicalClassifier  # noqa: E402

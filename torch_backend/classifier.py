@@ -16,7 +16,7 @@ each for a reason:
 * initialisation builds the reference Classifier with the same arguments and seed and copies its
   parameters (one initialiser, SPEC §7); without a seed one is drawn from torch's RNG, so
   `torch.manual_seed` makes the model reproducible; exchange (`from_reference`, `to_reference`,
-  `params`/`load_params`, `save`/`load`) is that of every torch layer (torch_backend.layers._common.Layer);
+  `params`/`load_params`, `save`/`load`) is that of every torch layer (torch_backend.layers._base.Layer);
 * `lrnn_cls` names resolve in torch_backend.layers.REGISTRY; a torch layer class stands for the
   reference class it mirrors (its `reference_class`), which builds the initial parameters;
 * dropout is torch.nn.Dropout (torch's RNG, active after `train()`); masks are not shared with the reference;
@@ -35,7 +35,8 @@ from .discretize import checking_values
 from .layers import REGISTRY
 from .layers.lru import LRU
 from .layers._base import Layer, draw_seed
-from .layers._checks import check_input, check_integration_timesteps, check_lengths, check_positive_int
+from .layers._checks import (check_input, check_integration_timesteps, check_lengths, check_positive_int,
+                             compiled_check)
 from .exchange import from_reference
 from .pooling import final_pool, pool
 from .streaming import init_stream, stream_step
@@ -78,6 +79,7 @@ class Classifier(Layer):
     """
 
     reference_class = reference_classifier.Classifier
+    autocast_inside = True        # its Linear layers follow torch.autocast; each mixer runs in float32 (README)
 
     def __init__(self, input_dim, num_classes=0, output_dim=1, d_model=128, d_state=64, n_layers=4,
                  lrnn_cls=LRU, pooling="last", dropout=0.1, intermediate_pooling="none", pooling_factor=2,
@@ -133,10 +135,12 @@ class Classifier(Layer):
         x = np.asarray(x)
         return torch.as_tensor(x, dtype=self.dtype if x.dtype.kind == "f" else None, device=self.device)
 
-    def embed(self, x, start=0):
+    def embed(self, x, start=0, lengths=None, check_finite=True):
         """Token ids (b, L) or features (b, L, input_dim) → h (b, L, H) in the model's dtype, validated.
 
-        `start`: the position of x[:, 0] for positional embeddings (a stream's running index)."""
+        `start`: the position of x[:, 0] for positional embeddings (a stream's running index).
+        `lengths`: features at t >= len are padding: set to 0 before anything reads them, so they may
+        hold anything (NaN included); the finiteness check (`check_finite`) covers valid positions."""
         cfg = self.config
         x = self._as_tensor(x)
         if cfg["vocab_size"] is None:
@@ -145,7 +149,12 @@ class Classifier(Layer):
                                 "(token ids need vocab_size)")
             if x.ndim != 3 or x.shape[2] != cfg["input_dim"]:
                 raise ValueError(f"x must have shape (b, L, input_dim={cfg['input_dim']}); got shape {tuple(x.shape)}")
-            x = check_input(x, cfg["input_dim"], like=self)                          # (b, L, input_dim)
+            x = check_input(x, cfg["input_dim"], check_finite=False, like=self)      # (b, L, input_dim)
+            lengths = check_lengths(lengths, x.shape[0], x.shape[1], like=self)
+            if lengths is not None:
+                valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (b, L)
+                x = torch.where(valid[..., None], x, torch.zeros_like(x))            # (b, L, input_dim)
+            x = check_input(x, cfg["input_dim"], check_finite=check_finite, like=self)   # (b, L, input_dim)
             return self.input_proj(x)                                                # (b, L, H)
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {x.dtype}")
@@ -163,6 +172,9 @@ class Classifier(Layer):
                 index = tuple(int(i) for i in torch.nonzero(bad)[0])
                 raise ValueError(f"token ids must be in [0, vocab_size={cfg['vocab_size']}); "
                                  f"got {int(x[index])} at index {index}")
+        else:
+            compiled_check(((x >= 0) & (x < cfg["vocab_size"])).all(),
+                           f"token ids must be in [0, vocab_size={cfg['vocab_size']})")
         L, max_positions = x.shape[1], cfg["max_position_embeddings"]
         if max_positions is not None and start + L > max_positions:
             raise ValueError(f"L={start + L} exceeds max_position_embeddings={max_positions}")
@@ -173,12 +185,12 @@ class Classifier(Layer):
             h = self.embedding_proj(h)                                               # (b, L, H)
         return h
 
-    def stages(self, x, lengths=None, integration_timesteps=None):
+    def stages(self, x, lengths=None, integration_timesteps=None, check_finite=True):
         """[(h, lengths, τ)] after the embedding and after every block (pooling included)."""
-        h = self.embed(x)                                                            # (b, L, H)
+        h = self.embed(x, lengths=lengths, check_finite=check_finite)                # (b, L, H)
         batch, L, _ = h.shape
         lengths = check_lengths(lengths, batch, L, like=self)
-        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self)
+        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
         if tau is not None:
             for i, block in enumerate(self.blocks):
                 if not getattr(block["mixer"], "accepts_timesteps", True):
@@ -198,12 +210,14 @@ class Classifier(Layer):
             stages.append((h, lengths, tau))
         return stages
 
-    def forward(self, x, lengths=None, integration_timesteps=None):
+    def forward(self, x, lengths=None, integration_timesteps=None, check_finite=True):
         """x: token ids (b, L) or features (b, L, input_dim); lengths (b,) in [1, L]; τ (b, L) >= 0.
+        Padded positions (t >= len) may hold anything; check_finite=False skips the finiteness checks.
+        Under torch.autocast the Linear layers follow autocast and every mixer runs in float32 (README).
 
         Returns logits (b, num_classes), or values (b, output_dim) when num_classes = 0.
         """
-        h, lengths, _ = self.stages(x, lengths, integration_timesteps)[-1]
+        h, lengths, _ = self.stages(x, lengths, integration_timesteps, check_finite)[-1]
         pooled = final_pool(h, lengths, mode=self.config["pooling"], check_values=False)  # (b, H)
         return self.head(pooled)
 

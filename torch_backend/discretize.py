@@ -178,8 +178,6 @@ def discretize_dense(A, B, dt, method, *, check_values=True):
     zoh:      Ā = expm(ΔA),                 B̄ = A⁻¹(Ā − I)B      (solve, never invert)
     bilinear: Ā = (I − ΔA/2)⁻¹(I + ΔA/2),  B̄ = (I − ΔA/2)⁻¹ΔB
     Returns (A_bar (D..., N, N), B_bar (D..., *B.shape)).
-    Note: the reference takes a scalar Δ only; a batch of Δ (e.g. one per feature h) is a torch
-    extension so that LSSL's per-feature steps are discretised in one differentiable call.
     """
     check_method(method, DENSE_METHODS)
     if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):

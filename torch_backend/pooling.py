@@ -70,6 +70,7 @@ def pool(x, lengths=None, integration_timesteps=None, *, mode, stride, check_val
     if mode == "none":
         return x, lengths, tau
 
+    s = min(s, L)               # a window longer than the sequence is the whole sequence: memory follows L, not s
     L_out = -(-L // s)                                                              # ⌈L/s⌉
     extra = L_out * s - L                                                           # invalid tail slots
     valid = F.pad(valid_mask(lengths, batch, L, x.device), (0, extra))              # (b, L'·s)

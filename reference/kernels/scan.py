@@ -10,12 +10,13 @@ ops (`torch_backend/scan.py`) and `benchmarks/`.
 Glossary (SPEC §1): b batch, L length, S... trailing state axes, Q their product, R = b·Q rows.
 """
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import prange
 
+from .launch import PARALLEL_MIN_SIZE, parallel_kernel  # noqa: F401 (re-exported)
 from ..scan import _unbroadcast, _vjp_results
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _scan_kernel(a, b, h0, out, reverse):
     """@njit twin of the loop on time-major (P, L, Q) arrays, Q contiguous; a (P|1, L|1, Q), h0 (P|1, Q).
 
@@ -38,7 +39,7 @@ def _scan_kernel(a, b, h0, out, reverse):
     return out
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _scan_kernel_time_last(a, b, h0, out, reverse):
     """@njit twin of the loop on time-last (R, L) rows, L contiguous; a (R or a divisor of R, L|1), h0 (R|1,).
 
@@ -65,9 +66,7 @@ def _scan_kernel_time_last(a, b, h0, out, reverse):
     return out
 
 
-# Below this many elements one thread is faster: waking the others costs ~10 µs on an idle machine and
-# milliseconds when the cores are oversubscribed (measured: 0.13 ms of work took 6 ms on 2 threads).
-PARALLEL_MIN_SIZE = 1 << 16
+# Below PARALLEL_MIN_SIZE elements the kernels run their serial twins (reference/kernels/launch.py).
 
 
 def _time_is_contiguous(x):
@@ -113,12 +112,7 @@ def scan_numba(a, b, h0=None, out=None, *, axis=1, keep_dtype=False, reverse=Fal
     h0 = np.zeros((1, Q), dtype) if h0 is None else np.asarray(h0, dtype).reshape(batch, Q)  # (b|1, Q)
     a = np.broadcast_to(a, a.shape[:2] + S)                                            # (b|1, L|1, S...)
     target = None if out is None else np.moveaxis(out, axis, 1)                        # (b, L, S...)
-    threads = get_num_threads()
-    set_num_threads(threads if b.size >= PARALLEL_MIN_SIZE else 1)   # Note: thread-local; restored below
-    try:
-        h, in_place = _run_kernel(a, b, h0, target, dtype, reverse)
-    finally:
-        set_num_threads(threads)
+    h, in_place = _run_kernel(a, b, h0, target, dtype, reverse)    # serial twin below PARALLEL_MIN_SIZE
     if target is None:
         return np.moveaxis(h, 1, axis)
     if not in_place:
@@ -147,7 +141,7 @@ def _run_kernel(a, b, h0, target, dtype, reverse):
 
 
 # ----------------------------------------------------------------------------- the adjoint, compiled
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _vjp_kernel(a, h0, h, g, lam, grad_a):
     """@njit twin of `scan_vjp` on time-major (P, L, Q) arrays: one backward pass writes λ and ∂a.
     a (P|1, L|1, Q), h0 (P|1, Q), h, g, lam (P, L, Q), grad_a (P, L|1, Q): summed over time in
@@ -171,7 +165,7 @@ def _vjp_kernel(a, h0, h, g, lam, grad_a):
     return lam, grad_a
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _vjp_kernel_time_last(a, h0, h, g, lam, grad_a):
     """@njit twin of `scan_vjp` on time-last (R, L) rows, four rows per task as in the forward kernel.
     a (R or a divisor of R, L|1), h0 (R|1,), h, g, lam (R, L), grad_a (R, L|1). A short last group

@@ -20,3 +20,9 @@ from .rglru import RGLRU  # noqa: E402
 REGISTRY["RGLRU"] = RGLRU
 from .s7 import S7  # noqa: E402
 REGISTRY["S7"] = S7
+from .gla import GLA  # noqa: E402
+REGISTRY["GLA"] = GLA
+from .gated_deltanet import GatedDeltaNet  # noqa: E402
+REGISTRY["GatedDeltaNet"] = GatedDeltaNet
+from .deltaproduct import DeltaProduct  # noqa: E402
+REGISTRY["DeltaProduct"] = DeltaProduct

@@ -74,13 +74,17 @@ def check_integration_timesteps(tau, batch, L):
     return tau
 
 
-def check_state(state, shape, dtype=np.complex128, name="initial_state"):
-    """A state of exactly `shape` (numeric). Returns it as `dtype`."""
+def check_state(state, shape, dtype=np.complex128, name="initial_state", check_finite=True):
+    """A finite state of exactly `shape` (numeric, not bool). Returns it as `dtype`."""
     state = np.asarray(state)
-    if state.dtype.kind not in "biufc":
-        raise TypeError(f"{name} must be numeric; got dtype {state.dtype}")
+    if state.dtype.kind not in "iufc":
+        raise TypeError(f"{name} must be a numeric array (not bool); got dtype {state.dtype}")
     if state.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {state.shape}")
+    if check_finite and not np.isfinite(state).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(state))[0])
+        raise ValueError(f"{name} must be finite; got {complex(state[index])} at index {index} "
+                         "(pass check_finite=False to skip this check)")
     return state.astype(dtype)
 
 
@@ -114,7 +118,8 @@ def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method
     The layer provides `d_model`, `methods` (its accepted `method` strings), `init_state(batch)` (the
     state's shape and dtype) and, if it refuses timesteps, `accepts_timesteps = False` with the reason
     in `no_timesteps_reason`. Layers without a convolution view simply leave "fft" out of `methods`,
-    with the reason in `no_fft_reason`.
+    with the reason in `no_fft_reason`; a layer with a short list of `methods` may say why in
+    `methods_reason`.
     """
     x = check_input(x, layer.d_model, check_finite=check_finite)                   # (b, L, H)
     batch, L, _ = x.shape
@@ -125,9 +130,14 @@ def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method
     tau = check_integration_timesteps(integration_timesteps, batch, L)
     if method == "fft" and "fft" not in layer.methods and hasattr(layer, "no_fft_reason"):
         raise ValueError(f"method='fft' is not available for {type(layer).__name__}: {layer.no_fft_reason}")
+    if method not in layer.methods and hasattr(layer, "methods_reason"):
+        raise ValueError(f"method must be one of {', '.join(layer.methods)} for {type(layer).__name__} "
+                         f"({layer.methods_reason}); got {method!r}")
     check_method(method, layer.methods, time_invariant=tau is None and initial_state is None)
     h0 = None
     if initial_state is not None:
         zero = layer.init_state(batch)
-        h0 = check_state(initial_state, zero.shape, zero.dtype)
+        if np.iscomplexobj(initial_state) and not np.iscomplexobj(zero):
+            raise TypeError(f"initial_state must be real ({type(layer).__name__}'s state is real); got a complex array")
+        h0 = check_state(initial_state, zero.shape, zero.dtype, check_finite=check_finite)
     return x, lengths, tau, h0

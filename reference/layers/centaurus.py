@@ -30,12 +30,11 @@ n block (R = d_state), m sub-state (M = sub_state_dim).
 """
 import numpy as np
 
-from ..backward import diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..scan import scan
 from ._base import Layer
-from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
-                      check_method, check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state_by_convolution, fft_causal_conv, final_state, powers
 
 MODES = ("neck", "pointwise", "dws", "full")
@@ -164,51 +163,61 @@ class Centaurus(Layer):
         """λ = −softplus(A_re_raw) + i·A_im, complex128 of the state shape."""
         return -softplus(self.params["A_re_raw"]) + 1j * self.params["A_im"]
 
-    def discretized(self, tau=None):
-        """(Ā, γ̄): state-shaped without τ, (b, L, *state_shape) with τ (b, L)."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None):
+        """(Ā, γ̄, W_in, W_out): Ā, γ̄ complex128 state-shaped without τ, (b, L, *state_shape) with τ (b, L);
+        W_in, W_out the real maps of the mode (module table)."""
         dt = np.exp(self.params["log_dt"]).reshape(self.shapes["dt_view"])                 # broadcasts to the state
-        return discretize(self.continuous_eigenvalues(), dt, self.discretization, tau)
+        Lambda_bar, gamma_bar = discretize(self.continuous_eigenvalues(), dt, self.discretization, tau)
+        return (Lambda_bar, gamma_bar) + io_maps(self.params, self.mode, self.shapes)
 
-    def init_state(self, batch):
-        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
+    def read_out(self, states, x):
+        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term)."""
+        _, W_out = io_maps(self.params, self.mode, self.shapes)
+        return np.einsum(self.subscripts["out"], W_out, states.real)                        # (b, L, H)
 
-    # --------------------------------------------------------------------- the recurrence
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                  method="sequential", check_finite=True):
-        x = check_input(x, self.d_model, check_finite=check_finite)                       # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        tau = check_integration_timesteps(integration_timesteps, batch, L)                 # (b, L) or None
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape)
-        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized(tau)                                      # (S...) or (b, L, S...)
+        """y (b, L, H) float64, or (y, final state (b, *state_shape) complex128) with return_state=True.
+
+        Centaurus ("Let SSMs be ConvNets", §3: diagonal SSM blocks with sub-states and the contraction
+        order of each mode; the paper's equation numbers were not re-checked here): x_t = Ā ⊙ x_{t−1} +
+        γ̄ ⊙ (W_in u_t), y_t = W_out Re x_t, in the mode's letters of SPEC §4.3 (no D term).
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, *state_shape); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, L, S...)
         drive = np.einsum(self.subscripts["in"], W_in, x)                                   # (b, L, S...) W_in u_t
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                          # (b, L, H)
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                                # (L, S...)
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")                 # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                       # (L, S...)
             return (y, final_state_by_convolution(state_kernel, drive, lengths)) if return_state else y
+        # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * drive, h0, method=method)                     # (b, L, S...)
-        y = np.einsum(self.subscripts["out"], W_out, states.real)                           # (b, L, H)
+        y = self.read_out(states, x)                                                        # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
-        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized(tau)                                      # (S...) or (b, 1, S...)
-        new_state = Lambda_bar * state[:, None] + gamma_bar * np.einsum(self.subscripts["in"], W_in, x)
-        y = np.einsum(self.subscripts["out"], W_out, new_state.real)                        # (b, 1, H)
-        return y[:, 0], new_state[:, 0]
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
+        new_state = Lambda_bar * state[:, None] + gamma_bar * np.einsum(self.subscripts["in"], W_in, x)  # (b, 1, S...)
+        return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, float64 (L, H_out, H_in); no D term (Centaurus has none)."""
         L = check_positive_int(L, "L")
-        W_in, W_out = io_maps(self.params, self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized()                                         # (S...)
+        Lambda_bar, gamma_bar, W_in, W_out = self.discrete_system()                        # (S...)
         basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
         return np.einsum(self.subscripts["kernel"], W_out, basis, W_in)                     # (L, H, H)
+
+    def init_state(self, batch):
+        """Zero state (batch, *state_shape) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 complex or None).
@@ -223,28 +232,28 @@ class Centaurus(Layer):
         W_in, W_out = io_maps(p, self.mode, self.shapes)
         Lambda = self.continuous_eigenvalues()                                             # (S...)
         dt = np.exp(p["log_dt"]).reshape(self.shapes["dt_view"])                           # broadcasts to (S...)
-        drive = np.einsum(self.subscripts["in"], W_in, x)                                  # (b, L, S...)
+        drive = contract(self.subscripts["in"], W_in, x)                                  # (b, L, S...)
         states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, S...)
         # y = W_out Re x_t: the gradient reaches Re x only
-        grad_W_out = np.einsum(f"blo,bl{s}->{w_out}", grad_y, states.real)                 # like W_out
-        grad_states = np.einsum(f"{w_out},blo->bl{s}", W_out, grad_y).astype(np.complex128)  # (b, L, S...)
+        grad_W_out = contract(f"blo,bl{s}->{w_out}", grad_y, states.real)                 # like W_out
+        grad_states = contract(f"{w_out},blo->bl{s}", W_out, grad_y).astype(np.complex128)  # (b, L, S...)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)
         grad_drive = grad_drive.real                                                       # W_in u_t is real
-        grad_W_in = np.einsum(f"bl{s},blh->{w_in}", grad_drive, x)                         # like W_in
+        grad_W_in = contract(f"bl{s},blh->{w_in}", grad_drive, x)                         # like W_in
         grads = {"A_re_raw": -grad_Lambda.real / (1 + np.exp(-p["A_re_raw"])),             # softplus' = sigmoid
                  "A_im": grad_Lambda.imag,
                  "log_dt": (grad_dt * dt).reshape(p["log_dt"].shape)}
         if self.mode == "neck":          # W_in = B over m, W_out = C_{o,n} E_{n,m}
             grads["B"] = grad_W_in.sum(axis=1)                                             # (R, H)
-            grads["C"] = np.einsum("onm,nm->on", grad_W_out, p["E"])                       # (H, R)
-            grads["E"] = np.einsum("onm,on->nm", grad_W_out, p["C"])                       # (R, M)
+            grads["C"] = contract("onm,nm->on", grad_W_out, p["E"])                       # (H, R)
+            grads["E"] = contract("onm,on->nm", grad_W_out, p["C"])                       # (R, M)
         elif self.mode == "pointwise":   # W_in = B, W_out = C
             grads["B"], grads["C"] = grad_W_in, grad_W_out                                 # (R·M, H), (H, R·M)
         elif self.mode == "dws":         # W_in = 1, W_out = W_mix_{o,h} E_{h,m}
-            grads["W_mix"] = np.einsum("ohm,hm->oh", grad_W_out, p["E"])                   # (H, H)
-            grads["E"] = np.einsum("ohm,oh->hm", grad_W_out, p["W_mix"])                   # (H, M)
+            grads["W_mix"] = contract("ohm,hm->oh", grad_W_out, p["E"])                   # (H, H)
+            grads["E"] = contract("ohm,oh->hm", grad_W_out, p["W_mix"])                   # (H, M)
         else:                            # full: W_in = 1, W_out = E
             grads["E"] = grad_W_out                                                        # (H, H, M)
-        grad_x = np.einsum(f"{w_in},bl{s}->blh", W_in, grad_drive)                         # (b, L, H)
+        grad_x = contract(f"{w_in},bl{s}->blh", W_in, grad_drive)                         # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0

@@ -15,13 +15,12 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state; einsum letters b l
 """
 import numpy as np
 
-from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import discretize
 from ..init import check_real
 from ..scan import scan
 from ._base import Layer
-from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 
@@ -85,63 +84,66 @@ class LRU(Layer):
                        "max_phase": max_phase, "seed": seed}
         self.params = lru_params(np.random.default_rng(seed), self.d_model, self.d_state, r_min, r_max, max_phase)
 
-    # --------------------------------------------------------------------- parameters → system
-    def system(self):
-        """(log λ (N,), γ ⊙ B (N, H), C (H, N) complex128, D (H,) float64)."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None):
+        """(Ā, γ ⊙ B (N, H), C (H, N) complex128, D (H,) float64) for timesteps τ (b, L) or None.
+
+        Ā = λ^τ: (N,) without τ, (b, L, N) with τ (the log λ form, `discretize(log λ, 1, "dirac", τ)`).
+        """
         p = self.params
         log_lambda = -np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"])    # (N,)
+        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac", tau)         # (N,) or (b, L, N)
         B = np.exp(p["gamma_log"])[:, None] * (p["B_re"] + 1j * p["B_im"])   # (N, H)
         C = p["C_re"] + 1j * p["C_im"]                                     # (H, N)
-        return log_lambda, B, C, p["D"]
+        return Lambda_bar, B, C, p["D"]
 
-    def init_state(self, batch):
-        """Zero state (batch, N) complex128."""
-        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
+    def read_out(self, states, x):
+        """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H))."""
+        C = self.params["C_re"] + 1j * self.params["C_im"]                 # (H, N)
+        return np.einsum("hn,...n->...h", C, states).real + self.params["D"] * x
 
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                  return_state=False, method="sequential", check_finite=True):
         """y (b, L, H) float64, or (y, final state (b, N) complex128) with return_state=True.
 
+        Orvieto et al. 2023: the recurrence of eq. (1) made linear and diagonal (§3.1–3.2), with the
+        exponential parametrisation of λ (§3.3) and the γ normalisation (§3.4).
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0, decay λ^τ;
         initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
-        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        tau = check_integration_timesteps(integration_timesteps, batch, L)
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state))
-        log_lambda, B, C, D = self.system()
-        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac", tau)                    # λ^τ: (N,) or (b, L, N)
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, B, _, _ = self.discrete_system(tau)                              # λ^τ: (N,) or (b, L, N)
         Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
-            return (y, final_state_by_convolution(powers(Lambda_bar, L), Bu, lengths)) if return_state else y
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            return (y, final_state_by_convolution(powers(Lambda_bar, x.shape[1]), Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, Bu, h0, method=method)                             # (b, L, N)
-        y = np.einsum("hn,bln->blh", C, states).real + D * x                         # (b, L, H)
+        y = self.read_out(states, x)                                                 # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state")
-        log_lambda, B, C, D = self.system()
-        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac", tau)
+        Lambda_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = np.reshape(Lambda_bar, (-1, self.d_state))                      # (1 or b, N)
         new_state = Lambda_bar * state + np.einsum("nh,bh->bn", B, x[:, 0])         # (b, N)
-        y_t = np.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]                # (b, H)
-        return y_t, new_state
+        return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
         """K (L, H_out, H_in) float64: K_l = Re(C diag(λ^l) γB) + [l = 0]·diag(D); y = causal_conv(K, x)."""
         L = check_positive_int(L, "L")
-        log_lambda, B, C, D = self.system()
-        Lambda_bar, _ = discretize(log_lambda, 1.0, "dirac")                         # (N,)
+        Lambda_bar, B, C, D = self.discrete_system()                                 # (N,)
         K = np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real             # (L, H, H)
         K[0] += np.diag(D)
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
@@ -154,18 +156,18 @@ class LRU(Layer):
         log_lambda = -np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"])                    # (N,)
         gamma = np.exp(p["gamma_log"])                                                     # (N,)
         B, C = gamma[:, None] * (p["B_re"] + 1j * p["B_im"]), p["C_re"] + 1j * p["C_im"]    # (N, H), (H, N)
-        drive = np.einsum("nh,blh->bln", B, x)                                             # (b, L, N)
+        drive = contract("nh,blh->bln", B, x)                                             # (b, L, N)
         states = diagonal_states(log_lambda, 1.0, "dirac", tau, drive, h0)                  # (b, L, N)
         # y = Re(C x_t) + D u_t
-        grads = complex_pair("C", np.einsum("blh,bln->hn", grad_y, np.conj(states)))        # (H, N)
-        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
-        grad_states = np.einsum("hn,blh->bln", np.conj(C), grad_y)                         # (b, L, N)
+        grads = complex_pair("C", contract("blh,bln->hn", grad_y, np.conj(states)))        # (H, N)
+        grads["D"] = contract("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = contract("hn,blh->bln", np.conj(C), grad_y)                         # (b, L, N)
         grad_log_lambda, _, grad_drive, grad_h0 = diagonal_states_vjp(
             log_lambda, 1.0, "dirac", tau, drive, h0, states, grad_states)                  # (N,), (b, L, N)
-        grad_B = np.einsum("bln,blh->nh", grad_drive, x)                                    # (N, H) of γ ⊙ B
+        grad_B = contract("bln,blh->nh", grad_drive, x)                                    # (N, H) of γ ⊙ B
         grads["nu_log"] = -np.exp(p["nu_log"]) * grad_log_lambda.real                       # (N,)
         grads["theta_log"] = np.exp(p["theta_log"]) * grad_log_lambda.imag                  # (N,)
-        grads["gamma_log"] = np.einsum("nh,nh->n", grad_B, np.conj(B)).real                 # (N,)
+        grads["gamma_log"] = contract("nh,nh->n", grad_B, np.conj(B)).real                 # (N,)
         grads.update(complex_pair("B", grad_B * gamma[:, None]))                            # (N, H)
-        grad_x = np.einsum("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
+        grad_x = contract("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0

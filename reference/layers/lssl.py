@@ -26,15 +26,14 @@ m output channel (M = channels), o output feature.
 """
 import numpy as np
 
-from ..backward import dense_scan_vjp, parameter_gradients, prepare_vjp, sum_to_shape
+from ..backward import contract, dense_scan_vjp, parameter_gradients, prepare_vjp, sum_to_shape
 from ..discretize import DENSE_METHODS, check_method as check_discretization, discretize_dense, discretize_dense_vjp
 from ..nn import gelu, gelu_vjp
 from ..init import check_dt_range, hippo_legs, log_uniform_dt
 from ..scan import scan_dense
 from ._base import Layer
-from ._checks import (check_input, check_integration_timesteps, check_lengths, check_method, check_positive_int,
-                      check_state, check_step_input)
-from ._math import fft_causal_conv, final_state, final_state_by_convolution
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._math import fft_causal_conv, final_state
 
 
 def init_lssl(d_model, d_state, channels, dt_min, dt_max, rng):
@@ -51,21 +50,20 @@ def init_lssl(d_model, d_state, channels, dt_min, dt_max, rng):
 
 
 def discretize_per_step(A, B, dt, method):
-    """Dense (Ā, B̄) for every step size in the array `dt` (any shape S), one discretize_dense per
-    distinct positive value; a zero step gives (I, 0). Returns (S..., N, N) and (S..., N)."""
-    N = A.shape[0]
-    values, index = np.unique(dt, return_inverse=True)                       # (U,), (S...) indices
-    A_bar, B_bar = np.empty((values.size, N, N)), np.empty((values.size, N))  # (U, N, N), (U, N)
-    for u, value in enumerate(values):
-        A_bar[u], B_bar[u] = discretize_dense(A, B, value, method) if value > 0 else (np.eye(N), np.zeros(N))
-    index = index.reshape(np.shape(dt))
-    return A_bar[index], B_bar[index]
+    """Dense (Ā, B̄) for every step size in the array `dt` (any shape S), in one batched
+    discretize_dense; a zero step gives (I, 0). Returns (S..., N, N) and (S..., N)."""
+    positive = dt > 0                                                        # (S...)
+    A_bar, B_bar = discretize_dense(A, B, np.where(positive, dt, 1.0), method)   # (S..., N, N), (S..., N)
+    A_bar = np.where(positive[..., None, None], A_bar, np.eye(A.shape[0]))   # a zero step: Ā = I
+    B_bar = np.where(positive[..., None], B_bar, 0.0)                        # and B̄ = 0
+    return A_bar, B_bar
 
 
 class LSSL(Layer):
     """LSSL layer: real (b, L, H) -> float64 (b, L, H); real float64 state of shape (b, H, N)."""
 
     methods = ("sequential", "fft")
+    methods_reason = "its transitions are dense N×N matrices, so the diagonal scans do not apply"
 
     def __init__(self, d_model, d_state, channels=1, dt_min=1e-3, dt_max=0.1, discretization="bilinear",
                  learn_A=False, seed=None):
@@ -87,77 +85,67 @@ class LSSL(Layer):
         rng = np.random.default_rng(seed)
         self.params = init_lssl(self.d_model, self.d_state, self.channels, dt_min, dt_max, rng)
 
-    # --------------------------------------------------------------------- options resolved up front
-    def discretized(self, tau=None):
-        """(Ā, B̄): (H, N, N), (H, N) without τ; (b, L, H, N, N), (b, L, H, N) with τ (b, L)."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None):
+        """(Ā, B̄): (H, N, N), (H, N) without τ; (b, L, H, N, N), (b, L, H, N) with τ (b, L): step τ_t·Δ_h."""
         dt = np.exp(self.params["log_dt"])                                     # (H,)
         dt = dt if tau is None else tau[:, :, None] * dt                       # (H,) or (b, L, H)
         return discretize_per_step(self.params["A"], self.params["B"], dt, self.discretization)
 
-    def check_scan_method(self, method, time_invariant):
-        if method not in self.methods:
-            raise ValueError(f"LSSL method must be one of {', '.join(self.methods)} (its transitions are dense "
-                             f"N×N matrices, so the diagonal scans do not apply); got {method!r}")
-        return check_method(method, time_invariant)
-
-    def read_out(self, z):
-        """y = W_out · gelu(z flattened over (h, m)) + b_out: z (b, L, H, M) -> (b, L, H)."""
+    def read_out(self, states, x):
+        """y = W_out · gelu(z flattened over (h, m)) + b_out with z = C x_t + D u_t:
+        states (b, L, H, N), x (b, L, H) -> y (b, L, H) (or one step: (b, H, N), (b, H))."""
+        z = np.einsum("hmn,...hn->...hm", self.params["C"], states) + self.params["D"] * x[..., None]  # (…, H, M)
         W_out = self.params["W_out"].reshape(self.d_model, self.d_model, self.channels)   # (H, H, M)
-        return np.einsum("ohm,blhm->blo", W_out, gelu(z)) + self.params["b_out"]
+        return np.einsum("ohm,...hm->...o", W_out, gelu(z)) + self.params["b_out"]
 
-    def init_state(self, batch):
-        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape)
-
-    # --------------------------------------------------------------------- the recurrence
-    def scan_states(self, A_bar, drive, h0=None):
-        """All states x_{t,h} = Ā_h x_{t−1,h} + drive_{t,h}: one dense scan, every feature h at once.
-
-        A_bar: (H, N, N) or (b, L, H, N, N); drive: (b, L, H, N); h0: (b, H, N) or None. Returns (b, L, H, N).
-        """
-        return scan_dense(A_bar, drive, h0)
-
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                  method="sequential", check_finite=True):
-        x = check_input(x, self.d_model, check_finite=check_finite)                       # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        tau = check_integration_timesteps(integration_timesteps, batch, L)                 # (b, L) or None
-        self.check_scan_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, np.float64)
-        C, D = self.params["C"], self.params["D"]
+        """y (b, L, H) float64, or (y, final state (b, H, N) real float64) with return_state=True.
+
+        Gu et al. 2021 (LSSL), eqs. (1)–(3): the continuous system x' = Ax + Bu, y = Cx + Du, its
+        discretisation and the discrete recurrence, here with a GBT/ZOH step per feature (SPEC §4.4) and
+        the read-out y = W_out·gelu(C x + D u) + b_out; "fft" convolves with the state's impulse
+        response Ā^l B̄ (the Krylov view of the paper's §3).
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, H, N); method: "sequential" (the dense scan) or "fft" (no τ, no initial_state).
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
         if method == "fft":
-            z = fft_causal_conv(self.kernel(L), x, "lhm,blh->blhm")                        # (b, L, H, M)
-            y = self.read_out(z)                                                           # (b, L, H)
-            return (y, final_state_by_convolution(self.state_kernel(L), x[..., None], lengths)) if return_state else y
-        A_bar, B_bar = self.discretized(tau)                                               # (…, H, N, N), (…, H, N)
-        states = self.scan_states(A_bar, B_bar * x[..., None], h0)                         # (b, L, H, N)
-        z = np.einsum("hmn,blhn->blhm", C, states) + D * x[..., None]                      # (b, L, H, M)
-        y = self.read_out(z)                                                               # (b, L, H)
+            states = fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")    # (b, L, H, N)
+        else:
+            A_bar, B_bar = self.discrete_system(tau)                                       # (…, H, N, N), (…, H, N)
+            states = scan_dense(A_bar, B_bar * x[..., None], h0)                           # (b, L, H, N)
+        y = self.read_out(states, x)                                                       # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, np.float64, name="state")
-        A_bar, B_bar = self.discretized(tau)                                               # (…, H, N, N), (…, H, N)
+        A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
         new_state = np.einsum("...nk,...k->...n", A_bar, state[:, None]) + B_bar * x[..., None]  # (b, 1, H, N)
-        z = np.einsum("hmn,blhn->blhm", self.params["C"], new_state) + self.params["D"] * x[..., None]
-        return self.read_out(z)[:, 0], new_state[:, 0]
+        return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
-    # --------------------------------------------------------------------- the kernel view
     def state_kernel(self, L):
         """Impulse response of the state, Ā_h^l B̄_h: float64 (L, H, N), from the same dense scan."""
-        A_bar, B_bar = self.discretized()                                                  # (H, N, N), (H, N)
+        A_bar, B_bar = self.discrete_system()                                              # (H, N, N), (H, N)
         impulse = np.zeros((1, L, self.d_model, self.d_state))                             # (1, L, H, N)
         impulse[0, 0] = B_bar
-        return self.scan_states(A_bar, impulse)[0]                                         # (L, H, N)
+        return scan_dense(A_bar, impulse)[0]                                               # (L, H, N)
 
     def kernel(self, L):
-        """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], float64 (L, H, M); then y = read_out(z)."""
+        """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], float64 (L, H, M); z = causal_conv(K, u)."""
         L = check_positive_int(L, "L")
         K = np.einsum("hmn,lhn->lhm", self.params["C"], self.state_kernel(L))              # (L, H, M)
         K[0] += self.params["D"]
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, H, N) float64."""
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, H, N) or None).
@@ -174,17 +162,17 @@ class LSSL(Layer):
         A_bar, B_bar = discretize_per_step(p["A"], p["B"], steps, self.discretization)     # (…, H, N, N), (…, H, N)
         drive = B_bar * x[..., None]                                                       # (b, L, H, N)
         states = scan_dense(A_bar, drive, h0)                                              # (b, L, H, N)
-        z = np.einsum("hmn,blhn->blhm", p["C"], states) + p["D"] * x[..., None]            # (b, L, H, M)
+        z = contract("hmn,blhn->blhm", p["C"], states) + p["D"] * x[..., None]            # (b, L, H, M)
         # y = W_out gelu(z) + b_out;  z = C x_t + D u_t
-        grads = {"W_out": np.einsum("blo,blhm->ohm", grad_y, gelu(z)).reshape(H, H * M),   # (H, H·M)
+        grads = {"W_out": contract("blo,blhm->ohm", grad_y, gelu(z)).reshape(H, H * M),   # (H, H·M)
                  "b_out": grad_y.sum(axis=(0, 1))}                                          # (H,)
-        grad_z = gelu_vjp(np.einsum("ohm,blo->blhm", p["W_out"].reshape(H, H, M), grad_y), z)  # (b, L, H, M)
-        grads["C"] = np.einsum("blhm,blhn->hmn", grad_z, states)                           # (H, M, N)
-        grads["D"] = np.einsum("blhm,blh->hm", grad_z, x)                                  # (H, M)
-        grad_states = np.einsum("hmn,blhm->blhn", p["C"], grad_z)                          # (b, L, H, N)
+        grad_z = gelu_vjp(contract("ohm,blo->blhm", p["W_out"].reshape(H, H, M), grad_y), z)  # (b, L, H, M)
+        grads["C"] = contract("blhm,blhn->hmn", grad_z, states)                           # (H, M, N)
+        grads["D"] = contract("blhm,blh->hm", grad_z, x)                                  # (H, M)
+        grad_states = contract("hmn,blhm->blhn", p["C"], grad_z)                          # (b, L, H, N)
         grad_A_bar, grad_drive, grad_h0 = dense_scan_vjp(A_bar, drive, h0, states, grad_states)
         grad_B_bar = sum_to_shape(grad_drive * x[..., None], B_bar.shape)                 # like B̄
-        grad_x = np.einsum("blhm,hm->blh", grad_z, p["D"]) + (grad_drive * B_bar).sum(axis=-1)  # (b, L, H)
+        grad_x = contract("blhm,hm->blh", grad_z, p["D"]) + (grad_drive * B_bar).sum(axis=-1)  # (b, L, H)
         # the discretisation: steps are Δ_h or τ_t·Δ_h; one dense adjoint per (feature, distinct step)
         steps = np.broadcast_to(steps, A_bar.shape[:-2])                                   # (H,) or (b, L, H)
         grads["A"], grads["B"], grads["log_dt"] = np.zeros_like(p["A"]), np.zeros_like(p["B"]), np.zeros(H)

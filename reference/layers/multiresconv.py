@@ -19,8 +19,9 @@ Memory (the paper's read-out of the tree):
   resolution is uniform over it). Reading stops after `memory_size` entries (a⁽ᴶ⁾ counts as one): the last
   level read keeps its newest coefficients and finer levels are left out.
   1 <= memory_size <= 1 + J + (k−1)(2^J − 1 − J) (all levels in full; 2^J when k = 2).
-Depth: the smallest J >= 1 with receptive field R = 1 + (k−1)(2^J − 1) >= max_len (integer arithmetic).
-max_len only chooses J: inputs of any length are accepted; lags >= R simply have no weight.
+Depth: `depth` J, or (give one of the two, default max_len = 1024) the smallest J >= 1 with receptive field
+R = 1 + (k−1)(2^J − 1) >= max_len (integer arithmetic). max_len only chooses J: inputs of any length are
+accepted; lags >= R simply have no weight.
 Parameters: g0, g1 (H, k) ~ U(±1/√k); w ~ U(±1/√width); count H·(2k + J + 2) fading,
 H·(2k + memory_size + 1) uniform.
 Views: the tree (method="sequential", the definition, O(L·k·J) per channel) and the dense causal kernel of
@@ -40,8 +41,7 @@ import numpy as np
 
 from ..backward import causal_dilated_conv_vjp, parameter_gradients, prepare_vjp
 from ._base import Layer
-from ._checks import (check_choice, check_input, check_lengths, check_method, check_positive_int, check_state,
-                      check_step_input)
+from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 
 MEMORIES = ("fading", "uniform")
@@ -142,62 +142,78 @@ class MultiresConv(Layer):
     """Multiresolution convolution mixer (SPEC §4.7); float64, depthwise over H channels."""
 
     accepts_timesteps = False
+    no_timesteps_reason = ("it is not a recurrence and has no timesteps (use a recurrent layer such as S5 or LRU "
+                           "for event streams)")
     methods = ("sequential", "fft")
 
-    def __init__(self, d_model, kernel_size=2, depth=None, max_len=1024, memory="fading", memory_size=None,
+    def __init__(self, d_model, kernel_size=2, depth=None, max_len=None, memory="fading", memory_size=None,
                  seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size", minimum=2)
-        max_len = check_positive_int(max_len, "max_len")
-        self.depth = multires_depth(self.kernel_size, max_len) if depth is None else check_positive_int(depth, "depth")
+        if depth is not None and max_len is not None:
+            raise ValueError(f"give depth or max_len, not both (max_len only chooses the depth); got depth={depth!r} "
+                             f"and max_len={max_len!r}")
+        if depth is None:
+            max_len = 1024 if max_len is None else check_positive_int(max_len, "max_len")
+            self.depth = multires_depth(self.kernel_size, max_len)
+        else:
+            depth = self.depth = check_positive_int(depth, "depth")
         self.plan, width = readout_plan(self.kernel_size, self.depth, memory, memory_size)
         self.receptive_field = receptive_field(self.kernel_size, self.depth)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
-        self.config = {"d_model": self.d_model, "kernel_size": self.kernel_size, "depth": self.depth,
+        self.config = {"d_model": self.d_model, "kernel_size": self.kernel_size, "depth": depth,
                        "max_len": max_len, "memory": memory, "memory_size": memory_size, "seed": seed}
         rng = np.random.default_rng(seed)
         self.params = {"g0": init_filter(rng, self.d_model, self.kernel_size),
                        "g1": init_filter(rng, self.d_model, self.kernel_size),
                        "w": init_readout(rng, self.d_model, width)}
 
+    # --------------------------------------------------------------------- the system
+    def discrete_system(self, tau=None):
+        """(g0 (H, k), g1 (H, k), w (H, width)): the tree's filters and the read-out weights. MultiresConv
+        is discrete by construction and has no timesteps: tau must be None."""
+        check_no_timesteps(tau, "integration_timesteps")
+        return self.params["g0"], self.params["g1"], self.params["w"]
+
+    def read_out(self, states, x):
+        """y_t = w₀·a⁽ᴶ⁾_t + Σ_(l, n, c) Σ_{i<n} w_{c+i}·b⁽ˡ⁾_{t−i·2^l} + w_last·x_t: states = (a⁽ᴶ⁾, [b⁽¹⁾…b⁽ᴶ⁾])
+        each (b, L, H), x (b, L, H) -> y (b, L, H)."""
+        approximation, details = states
+        return read_memory(x, approximation, details, self.params["w"], self.plan)
+
     def tree(self, x):
         """The definition: tree then read-out. x (b, L, H) float64 -> y (b, L, H)."""
-        p = self.params
-        approximation, details = multires_tree(x, p["g0"], p["g1"], self.depth)
-        return read_memory(x, approximation, details, p["w"], self.plan)
+        g0, g1, _ = self.discrete_system()
+        return self.read_out(multires_tree(x, g0, g1, self.depth), x)
 
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                  method="sequential", check_finite=True):
         """x real (b, L, H) -> y float64 (b, L, H); with return_state also the last R − 1 inputs (b, R − 1, H).
 
+        Shi, Wang & Fox 2023, §3: the causal undecimated wavelet tree a⁽ˡ⁾ = g0 ⋆ a⁽ˡ⁻¹⁾, b⁽ˡ⁾ = g1 ⋆ a⁽ˡ⁻¹⁾
+        with dilation 2^(l−1), read by the fading or uniform memory (the paper's equation numbers were
+        not re-checked here; the formulas are those of the module docstring and SPEC §4.7).
         initial_state: the R − 1 inputs preceding x (oldest first), default zeros. With lengths the returned
         history ends at x[:, len − 1]; valid outputs never depend on padding (the tree is causal), padded
-        positions hold whatever the padding gives.
+        positions hold whatever the padding gives. method: "sequential" (the tree) or "fft" (the kernel).
         """
-        check_no_timesteps(integration_timesteps, "integration_timesteps")
-        x = check_input(x, self.d_model, check_finite=check_finite)                # (b, L, H)
+        x, lengths, _, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
         batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        check_choice(method, "method", self.methods)
-        check_method(method, time_invariant=initial_state is None)
-        history = self.init_state(batch) if initial_state is None else self.check_history(initial_state, batch)
         if method == "fft":
             y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                  # (b, L, H)
         else:
-            u = x if initial_state is None else np.concatenate([history, x], axis=1)  # (b, R − 1 + L, H)
+            u = x if h0 is None else np.concatenate([h0, x], axis=1)               # (b, R − 1 + L, H)
             y = self.tree(u)[:, -L:]                                                # (b, L, H)
         if not return_state:
             return y
+        # the zero history (b, R − 1, H) follows max_len, not the data: built only when the state is asked for
+        history = self.init_state(batch) if h0 is None else h0                     # (b, R − 1, H)
         ends = np.full(batch, L) if lengths is None else lengths
         u = np.concatenate([history, x], axis=1)                                   # (b, R − 1 + L, H); x_t at t + R − 1
         window = ends[:, None] + np.arange(self.receptive_field - 1)               # (b, R − 1): x_{len−R+1..len−1}
         return y, u[np.arange(batch)[:, None], window]                              # (b, R − 1, H)
-
-    def init_state(self, batch):
-        """Zero input history, real (b, R − 1, H), oldest first."""
-        batch = check_positive_int(batch, "batch")
-        return np.zeros((batch, self.receptive_field - 1, self.d_model))           # (b, R − 1, H)
 
     def step(self, x_t, state, integration_timestep=None):
         """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
@@ -211,9 +227,14 @@ class MultiresConv(Layer):
     def kernel(self, L):
         """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""
         L = check_positive_int(L, "L")
-        impulse = np.zeros((1, L, self.d_model))
+        impulse = np.zeros((1, L, self.d_model))                                   # (1, L, H)
         impulse[:, 0] = 1.0
         return self.tree(impulse)[0]                                               # (L, H)
+
+    def init_state(self, batch):
+        """Zero input history, real (b, R − 1, H), oldest first."""
+        batch = check_positive_int(batch, "batch")
+        return np.zeros((batch, self.receptive_field - 1, self.d_model))           # (b, R − 1, H)
 
     def check_history(self, state, batch, name="initial_state"):
         """A real input history (b, R − 1, H)."""

@@ -196,7 +196,10 @@ class RGLRU(Layer):
         i = expit(block_diagonal(u, p[q + "input_gate.w"], p[q + "input_gate.b"]))          # (b, L, E)
         r = expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))                  # (b, L, E)
         rate = -self.c * softplus(p[q + "a_param"])                                       # (E,) = log a / r
-        A_bar, _ = discretize(rate, r, "dirac", tau)                                      # (b, L, E) = a_t^τ
+        # r_t underflows to 0 for gate logits below about −745; the smallest normal step gives the same Ā_t = 1.
+        # A NaN r_t comes only from a NaN input (check_finite=False), which reaches h through n_t ⊙ i_t ⊙ x_t anyway.
+        step = np.nan_to_num(np.maximum(r, np.finfo(r.dtype).tiny), nan=1.0)            # (b, L, E)
+        A_bar, _ = discretize(rate, step, "dirac", tau)                                   # (b, L, E) = a_t^τ
         n = np.sqrt(-np.expm1(2 * rate * r))                                              # (b, L, E) = sqrt(1 − a_t²)
         if resets is not None:
             A_bar = np.where(resets[..., None], 0.0, A_bar)

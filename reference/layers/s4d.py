@@ -22,13 +22,12 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 """
 import numpy as np
 
-from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_uniform_dt
 from ..scan import scan
 from ._base import Layer
-from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
-                      check_method, check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
@@ -90,64 +89,68 @@ class S4D(Layer):
                        "discretization": discretization, "dt_min": dt_min, "dt_max": dt_max, "seed": seed}
         self.params = s4d_params(np.random.default_rng(seed), self.d_model, self.d_state, init, dt_min, dt_max)
 
-    # --------------------------------------------------------------------- parameters → system
-    def system(self):
-        """(λ (H, N), Δ (H, 1), B (H, N), C (H, N) complex128 / float64, D (H,))."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None):
+        """(Ā, γ̄, B (H, N), C (H, N) complex128, D (H,) float64) for timesteps τ (b, L) or None.
+
+        Ā, γ̄ = discretize(λ, Δ_h, discretization, τ): (H, N) without τ, (b, L, H, N) with τ.
+        """
         p = self.params
         Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                     # (H, N)
         dt = np.exp(p["log_dt"])[:, None]                                     # (H, 1)
-        return Lambda, dt, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)   # (H, N) or (b, L, H, N)
+        return Lambda_bar, gamma_bar, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
 
-    def init_state(self, batch):
-        """Zero state (batch, H, N) complex128."""
-        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
+    def read_out(self, states, x):
+        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
+        C = self.params["C_re"] + 1j * self.params["C_im"]                    # (H, N)
+        return self.kappa * np.einsum("hn,...hn->...h", C, states).real + self.params["D"] * x
 
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                  return_state=False, method="sequential", check_finite=True):
         """y (b, L, H) float64, or (y, final state (b, H, N) complex128) with return_state=True.
 
+        Gu et al. 2022 (S4D): the diagonal state space x' = Λx + Bu, y = Cx + Du (eq. (1) of S4) per
+        channel, discretised by SPEC §2, with the kernel K_l = 2 Re Σ_n C Ā^l γ̄ B of the Vandermonde
+        view (§3 of the S4D paper); with τ the event-stream form of SPEC §4.5.
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
         initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
-        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        tau = check_integration_timesteps(integration_timesteps, batch, L)
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape)
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)    # (H, N) or (b, L, H, N)
-        Bu = np.einsum("hn,blh->blhn", B, x)                                         # (b, L, H, N)
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)                   # (H, N) or (b, L, H, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                    # (b, L, H)
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, H, N)
-            return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "lh,blh->blh")           # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar * B            # (L, H, N): response to u
+            return (y, final_state_by_convolution(state_kernel, x[..., None], lengths)) if return_state else y
+        Bu = np.einsum("hn,blh->blhn", B, x)                                         # (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
-        y = self.kappa * np.einsum("hn,blhn->blh", C, states).real + D * x           # (b, L, H)
+        y = self.read_out(states, x)                                                 # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = np.reshape(Lambda_bar, (-1,) + self.state_shape)                # (1 or b, H, N)
         gamma_bar = np.reshape(gamma_bar, (-1,) + self.state_shape)                  # (1 or b, H, N)
         new_state = Lambda_bar * state + gamma_bar * np.einsum("hn,bh->bhn", B, x[:, 0])   # (b, H, N)
-        y_t = self.kappa * np.einsum("hn,bhn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
-        return y_t, new_state
+        return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
         """K (L, H) float64: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""
         L = check_positive_int(L, "L")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (H, N)
+        Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (H, N)
         K = self.kappa * np.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real   # (L, H)
         K[0] += D
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, H, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"),) + self.state_shape, np.complex128)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, H, N) complex or None).
@@ -161,17 +164,17 @@ class S4D(Layer):
         Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                                   # (H, N)
         dt = np.exp(p["log_dt"])[:, None]                                                  # (H, 1)
         B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]                      # (H, N)
-        drive = np.einsum("hn,blh->blhn", B, x)                                            # (b, L, H, N)
+        drive = contract("hn,blh->blhn", B, x)                                            # (b, L, H, N)
         states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, H, N)
         # y = 2 Re Σ_n C x_t + D u_t
-        grads = complex_pair("C", self.kappa * np.einsum("blh,blhn->hn", grad_y, np.conj(states)))  # (H, N)
-        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
-        grad_states = self.kappa * np.einsum("hn,blh->blhn", np.conj(C), grad_y)           # (b, L, H, N)
+        grads = complex_pair("C", self.kappa * contract("blh,blhn->hn", grad_y, np.conj(states)))  # (H, N)
+        grads["D"] = contract("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = self.kappa * contract("hn,blh->blhn", np.conj(C), grad_y)           # (b, L, H, N)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (H, N), (H, 1), …
         grads["log_A_re"] = -np.exp(p["log_A_re"]) * grad_Lambda.real                       # (H, N)
         grads["A_im"] = grad_Lambda.imag                                                    # (H, N)
         grads["log_dt"] = (grad_dt * dt)[:, 0]                                              # (H,)
-        grads.update(complex_pair("B", np.einsum("blhn,blh->hn", grad_drive, x)))           # (H, N)
-        grad_x = np.einsum("blhn,hn->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y   # (b, L, H)
+        grads.update(complex_pair("B", contract("blhn,blh->hn", grad_drive, x)))           # (H, N)
+        grad_x = contract("blhn,hn->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y   # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0

@@ -23,13 +23,12 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local s
 """
 import numpy as np
 
-from ..backward import complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import scan
 from ._base import Layer
-from ._checks import (LAYER_METHODS, check_choice, check_input, check_integration_timesteps, check_lengths,
-                      check_method, check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 S5_METHODS = tuple(m for m in METHODS if m != "none")
@@ -100,65 +99,70 @@ class S5(Layer):
         self.params = s5_params(np.random.default_rng(seed), self.d_model, self.d_state, bool(conj_sym), blocks,
                                 dt_min, dt_max, C_init)
 
-    # --------------------------------------------------------------------- parameters → system
-    def system(self):
-        """(Λ (N,), Δ (N,), B̃ (N, H), C̃ (H, N) complex128 / float64, D (H,)); clip_eigs applied to Re Λ."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None):
+        """(Ā, γ̄, B̃ (N, H), C̃ (H, N) complex128, D (H,) float64) for timesteps τ (b, L) or None.
+
+        Ā, γ̄ = discretize(Λ, Δ, discretization, τ): (N,) without τ, (b, L, N) with τ; Δ =
+        step_rescale·exp(log_dt); clip_eigs clamps Re Λ <= −1e-4 first.
+        """
         p = self.params
         Lambda_re = np.minimum(p["Lambda_re"], CLIP_RE) if self.config["clip_eigs"] else p["Lambda_re"]
         Lambda = Lambda_re + 1j * p["Lambda_im"]                             # (N,)
         dt = self.config["step_rescale"] * np.exp(p["log_dt"])               # (N,)
-        return Lambda, dt, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)   # (N,) or (b, L, N)
+        return Lambda_bar, gamma_bar, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
 
-    def init_state(self, batch):
-        """Zero state (batch, N) complex128."""
-        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
+    def read_out(self, states, x):
+        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
+        C = self.params["C_re"] + 1j * self.params["C_im"]                   # (H, N)
+        return self.kappa * np.einsum("hn,...n->...h", C, states).real + self.params["D"] * x
 
+    # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                  return_state=False, method="sequential", check_finite=True):
         """y (b, L, H) float64, or (y, final state (b, N) complex128) with return_state=True.
 
+        Smith et al. 2023 (S5), §2–3: the continuous diagonalised MIMO system, its discretisation and
+        the discrete recurrence with the read-out y = κ Re(C̃ x) + D u (κ = 2 under conj_sym); with τ the
+        event-stream (Event-SSM) form of SPEC §4.2.
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
         initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
-        x = check_input(x, self.d_model, check_finite=check_finite)                  # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L)
-        tau = check_integration_timesteps(integration_timesteps, batch, L)
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state))
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)    # (N,) or (b, L, N)
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)                   # (N,) or (b, L, N)
         Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, N)
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                # (L, N)
             return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
-        y = self.kappa * np.einsum("hn,bln->blh", C, states).real + D * x            # (b, L, H)
+        y = self.read_out(states, x)                                                 # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = np.reshape(Lambda_bar, (-1, self.d_state))                      # (1 or b, N)
         gamma_bar = np.reshape(gamma_bar, (-1, self.d_state))                        # (1 or b, N)
         new_state = Lambda_bar * state + gamma_bar * np.einsum("nh,bh->bn", B, x[:, 0])   # (b, N)
-        y_t = self.kappa * np.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
-        return y_t, new_state
+        return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
         """K (L, H_out, H_in) float64: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""
         L = check_positive_int(L, "L")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (N,)
+        Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (N,)
         K = self.kappa * np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real   # (L, H, H)
         K[0] += np.diag(D)
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, N) complex128."""
+        return np.zeros((check_positive_int(batch, "batch"), self.d_state), np.complex128)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
@@ -174,18 +178,18 @@ class S5(Layer):
         Lambda = Lambda_re + 1j * p["Lambda_im"]                                           # (N,)
         dt = self.config["step_rescale"] * np.exp(p["log_dt"])                             # (N,)
         B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]                      # (N, H), (H, N)
-        drive = np.einsum("nh,blh->bln", B, x)                                             # (b, L, N)
+        drive = contract("nh,blh->bln", B, x)                                             # (b, L, N)
         states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, N)
         # y = κ Re(C̃ x_t) + D u_t
-        grads = complex_pair("C", self.kappa * np.einsum("blh,bln->hn", grad_y, np.conj(states)))  # (H, N)
-        grads["D"] = np.einsum("blh,blh->h", grad_y, x)                                     # (H,)
-        grad_states = self.kappa * np.einsum("hn,blh->bln", np.conj(C), grad_y)            # (b, L, N)
+        grads = complex_pair("C", self.kappa * contract("blh,bln->hn", grad_y, np.conj(states)))  # (H, N)
+        grads["D"] = contract("blh,blh->h", grad_y, x)                                     # (H,)
+        grad_states = self.kappa * contract("hn,blh->bln", np.conj(C), grad_y)            # (b, L, N)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (N,), (N,), (b, L, N)
         # Note: the clamp passes the gradient where Re Λ <= −1e-4 (torch.clamp's rule at the boundary).
         grads["Lambda_re"] = grad_Lambda.real * (p["Lambda_re"] <= CLIP_RE if clipped else 1.0)  # (N,)
         grads["Lambda_im"] = grad_Lambda.imag                                               # (N,)
         grads["log_dt"] = grad_dt * dt                                                      # (N,)
-        grads.update(complex_pair("B", np.einsum("bln,blh->nh", grad_drive, x)))            # (N, H)
-        grad_x = np.einsum("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
+        grads.update(complex_pair("B", contract("bln,blh->nh", grad_drive, x)))            # (N, H)
+        grad_x = contract("bln,nh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y    # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0

@@ -16,6 +16,9 @@ per §2 (the decay stays selective; τ ≡ 1 is the synchronous layer exactly).
 State: bare h (b, E, N); block the pair (conv state (b, d_conv − 1, E): the last d_conv − 1 values of p,
 oldest first, zeros at the start; h (b, E, N)). With lengths the state is the one after step len − 1.
 Time-varying Ā_t: there is no convolution view (no `kernel`, method="fft" refused).
+Δ_t is kept in [the smallest normal float, the largest float] (softplus(z) underflows to 0 for z below about
+−745, and §2's discretize needs a finite Δ > 0): at the floor Ā_t = 1 and γ̄_t = 2.2e-308, the Δ_t = 0 limit to
+every representable digit.
 
 Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
 Leaves out: the residual block and norm around the mixer, the CUDA kernels, Mamba-2.
@@ -34,6 +37,7 @@ from ._checks import check_choice, check_positive_int, check_state, check_step_i
 S6_METHODS = tuple(m for m in METHODS if m != "none")
 DT_INITS = ("random", "constant")
 BLOCK_DEFAULTS = {"expand": 2, "d_conv": 4, "conv_bias": True, "bias": False}
+DT_FLOOR = np.finfo(np.float64).tiny   # Δ_t >= the smallest normal float: softplus underflows to 0 below z ≈ −745
 
 
 def softplus(z):
@@ -106,6 +110,9 @@ class S6(Layer):
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
                  dt_scale=1.0, dt_init_floor=1e-4, discretization="exp_euler", block=False, expand=None,
                  d_conv=None, conv_bias=None, bias=None, seed=None):
+        """Arguments of SPEC §4.8. The block-only arguments (expand, d_conv, conv_bias, bias) default to None:
+        with block=True None means Mamba's default (2, 4, True, False); with block=False giving any is a
+        ValueError (the bare layer has no projections or convolution to apply them to)."""
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         if discretization == "none":
@@ -152,48 +159,41 @@ class S6(Layer):
         bare: (v = x, None, None). x (b, L, H); conv_state (b, K − 1, E) or None (zeros)."""
         if not self.block:
             return x, None, None
-        p_ = self.params
+        params = self.params
         E, K = self.d_inner, self.d_conv
-        pz = np.einsum("blh,fh->blf", x, p_["in_proj.weight"]) + p_.get("in_proj.bias", 0.0)   # (b, L, 2E)
+        pz = np.einsum("blh,fh->blf", x, params["in_proj.weight"]) + params.get("in_proj.bias", 0.0)   # (b, L, 2E)
         p, z = pz[..., :E], pz[..., E:]                                                        # (b, L, E) each
         past = np.zeros((x.shape[0], K - 1, E)) if conv_state is None else conv_state          # (b, K − 1, E)
         p_ext = np.concatenate([past, p], axis=1)                                              # (b, K − 1 + L, E)
         windows = np.stack([p_ext[:, k:k + x.shape[1]] for k in range(K)], axis=2)            # (b, L, K, E)
-        c = np.einsum("blke,ek->ble", windows, p_["conv1d.weight"][:, 0]) + p_.get("conv1d.bias", 0.0)  # (b, L, E)
+        c = np.einsum("blke,ek->ble", windows, params["conv1d.weight"][:, 0]) + params.get("conv1d.bias", 0.0)  # (b, L, E)
         return silu(c), z, p_ext
 
     def selection(self, v):
         """(Δ_t (b, L, E), B_t (b, L, N), C_t (b, L, N)) from v (b, L, E): the input-dependent part."""
-        p_ = self.params
+        params = self.params
         r, N = self.dt_rank, self.d_state
-        x_dbl = np.einsum("ble,fe->blf", v, p_["x_proj.weight"])                               # (b, L, r + 2N)
+        x_dbl = np.einsum("ble,fe->blf", v, params["x_proj.weight"])                               # (b, L, r + 2N)
         dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + N], x_dbl[..., r + N:]
-        dt = softplus(np.einsum("blr,er->ble", dt_low, p_["dt_proj.weight"]) + p_["dt_proj.bias"])   # (b, L, E)
-        return dt, B, C
+        dt = softplus(np.einsum("blr,er->ble", dt_low, params["dt_proj.weight"]) + params["dt_proj.bias"])   # (b, L, E)
+        # A NaN Δ comes only from a NaN input (check_finite=False), which reaches y through B_t v_t anyway.
+        return np.nan_to_num(np.maximum(dt, DT_FLOOR), nan=1.0), B, C
 
     def discrete_system(self, dt, tau=None):
-        """(Ā_t, γ̄_t), each (b, L, E, N) float64: discretize(A, Δ_t, method, τ_t) for every event.
-
-        dt: Δ_t (b, L, E); tau: None or (b, L). discretize's τ axes form an outer product with λ's, so
-        with τ it is called once per event (b, t), with that event's Δ_t and τ_t.
-        """
+        """(Ā_t, γ̄_t), each (b, L, E, N) float64 = discretize(A, Δ_t, method, τ) with Δ_t (b, L, E), τ (b, L) or None."""
         A = -np.exp(self.params["A_log"])                                                      # (E, N)
-        if tau is None:
-            Lambda = np.broadcast_to(A, dt.shape + A.shape[-1:])                               # (b, L, E, N)
-            return discretize(Lambda, dt[..., None], self.discretization)
-        pairs = [[discretize(A, dt[i, t][:, None], self.discretization, tau[i:i + 1, t:t + 1])
-                  for t in range(dt.shape[1])] for i in range(dt.shape[0])]
-        A_bar = np.array([[a[0, 0] for a, _ in row] for row in pairs])                         # (b, L, E, N)
-        gamma_bar = np.array([[g[0, 0] for _, g in row] for row in pairs])                     # (b, L, E, N)
-        return A_bar, gamma_bar
+        return discretize(A, dt[..., None], self.discretization, tau)                          # (b, L, E, N) each
 
     def read_out(self, states, v, C, z=None):
-        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e]; block: out_proj((y ⊙ SiLU(z))). states (b, L, E, N)."""
-        p_ = self.params
-        y = np.einsum("blen,bln->ble", states, C) + p_["D"] * v                                # (b, L, E)
+        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N)."""
+        return self.mix_out(np.einsum("blen,bln->ble", states, C) + self.params["D"] * v, z)  # (b, L, H)
+
+    def mix_out(self, y, z=None):
+        """Block: out_proj(y ⊙ SiLU(z)) (b, L, H); bare: y itself."""
         if not self.block:
             return y
-        return np.einsum("ble,he->blh", y * silu(z), p_["out_proj.weight"]) + p_.get("out_proj.bias", 0.0)  # (b, L, H)
+        params = self.params
+        return np.einsum("ble,he->blh", y * silu(z), params["out_proj.weight"]) + params.get("out_proj.bias", 0.0)  # (b, L, H)
 
     # --------------------------------------------------------------------- calls
     def init_state(self, batch):

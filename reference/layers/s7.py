@@ -37,6 +37,7 @@ S7_METHODS = tuple(m for m in METHODS if m != "none")
 REPARAMS = ("none", "stablessm")
 STABLESSM_A, STABLESSM_B = 1.0, 0.5
 DT_INIT_FLOOR = 1e-4
+DT_FLOOR = np.finfo(np.float64).tiny
 NO_FFT_REASON = "Δ_t, B_t and C_t depend on the input (a selective system), so there is no convolution kernel view"
 
 
@@ -141,6 +142,9 @@ class S7(Layer):
         B = B_hat[..., 0] + 1j * B_hat[..., 1]                                           # (b, L, N, H)
         C = C_hat[..., 0] + 1j * C_hat[..., 1]                                           # (b, L, H, N)
         dt = self.config["step_rescale"] * softplus(s @ p["dt_proj.weight"].T + p["dt_proj.bias"])   # (b, L, N)
+        # softplus underflows to 0 below z ≈ −745: Δ_t >= the smallest normal float (same Ā = 1, γ̄ ≈ 0). A NaN Δ_t
+        # comes only from a NaN input (check_finite=False), which reaches y through B_t u_t anyway.
+        dt = np.nan_to_num(np.maximum(dt, DT_FLOOR), nan=1.0)                            # (b, L, N)
         Lambda_bar, gamma_bar = discretize(self.Lambda(), dt, self.discretization, tau)  # (b, L, N)
         Bu = gamma_bar * np.einsum("blnh,blh->bln", B, x)                                # (b, L, N)
         return Lambda_bar, Bu, C

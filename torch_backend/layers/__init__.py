@@ -1,14 +1,11 @@
 """Torch layers, one file each mirroring reference/layers/ (SPEC §4), and the registry of the parity suite.
 
-Layer helpers append two lines each below the marker, e.g.
-    from .lru import LRU
-    REGISTRY["LRU"] = LRU
+A layer joins with two lines, e.g. `from .lru import LRU` and `REGISTRY["LRU"] = LRU`.
 """
 from ._base import Layer
 
 REGISTRY = {}
 
-# ---- layers: append `from .<name> import <Class>` and `REGISTRY["<Class>"] = <Class>` below ----
 from .multiresconv import MultiresConv  # noqa: E402
 REGISTRY["MultiresConv"] = MultiresConv
 from .centaurus import Centaurus  # noqa: E402
@@ -27,3 +24,9 @@ from .rglru import RGLRU  # noqa: E402
 REGISTRY["RGLRU"] = RGLRU
 from .s7 import S7  # noqa: E402
 REGISTRY["S7"] = S7
+from .gla import GLA  # noqa: E402
+REGISTRY["GLA"] = GLA
+from .gated_deltanet import GatedDeltaNet  # noqa: E402
+REGISTRY["GatedDeltaNet"] = GatedDeltaNet
+from .deltaproduct import DeltaProduct  # noqa: E402
+REGISTRY["DeltaProduct"] = DeltaProduct

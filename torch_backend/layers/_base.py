@@ -156,3 +156,44 @@ class Layer(torch.nn.Module):
 
     def extra_repr(self):
         return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "config", {}).items())
+
+    # --------------------------------------------------------------------- precision policy (README: mixed precision)
+    autocast_inside = False       # True for models whose own Linear layers follow autocast (the Classifier)
+
+    def __call__(self, *args, **kwargs):
+        """Under torch.autocast a layer computes exactly as outside it: floating inputs are cast to the
+        module's precision, autocast is off inside (recurrence parameters, discretisation and the scan
+        stay float32/complex64) and real floating outputs return in the autocast dtype; complex states
+        keep their dtype. Outside autocast this is nn.Module.__call__."""
+        # Note: torch layers only; the reference has no mixed precision.
+        device_type = self.device.type
+        if self.autocast_inside or not torch.is_autocast_enabled(device_type):
+            return super().__call__(*args, **kwargs)
+        low, dtype = torch.get_autocast_dtype(device_type), self.dtype
+        args = [_cast_floating(value, dtype) for value in args]
+        kwargs = {key: _cast_floating(value, dtype) for key, value in kwargs.items()}
+        with torch.autocast(device_type, enabled=False):
+            out = super().__call__(*args, **kwargs)
+        return tuple(_cast_floating(value, low) for value in out) if isinstance(out, tuple) else _cast_floating(out, low)
+
+    def half(self):
+        raise TypeError(_NO_HALF.format(type(self).__name__, "float16"))
+
+    def bfloat16(self):
+        raise TypeError(_NO_HALF.format(type(self).__name__, "bfloat16"))
+
+    def to(self, *args, **kwargs):
+        dtype = torch._C._nn._parse_to(*args, **kwargs)[1]
+        if dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(_NO_HALF.format(type(self).__name__, str(dtype).replace("torch.", "")))
+        return super().to(*args, **kwargs)
+
+
+_NO_HALF = ("{} cannot be converted to {}: its recurrences need float32 or float64 (complex states have no "
+            "half-precision kernels); for mixed precision keep the module in float32 and call it under "
+            "torch.autocast, which runs the recurrence in float32 and returns outputs in the autocast dtype")
+
+
+def _cast_floating(value, dtype):
+    """A real floating tensor in `dtype`; anything else (integers, complex states, None) as it is."""
+    return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value

@@ -40,6 +40,19 @@ def complex_dtype(dtype):
     return {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(dtype, dtype)
 
 
+def compiled_check(condition, message):
+    """The value check of traced code (torch.compile): an assertion kept in the graph, with the eager
+    check's message. Note: it raises RuntimeError (on CUDA a device-side assert) where eager code raises
+    ValueError — a traced graph cannot raise by value; without it an invalid length gives silent wrong
+    outputs or an out-of-bounds read in generated code."""
+    torch._assert_async(condition, message)
+
+
+def dtype_name(dtype):
+    """A dtype as the reference's messages spell it ("float64", not "torch.float64"): one catalogue."""
+    return str(dtype).replace("torch.", "")
+
+
 def _as_module_tensor(value, name, like, allow_complex=False):
     """`value` as a tensor on `like`'s device. Tensors must already be on that device and, when
     floating-point or complex, have its precision; arrays, lists and integer tensors are converted."""
@@ -57,7 +70,7 @@ def _as_module_tensor(value, name, like, allow_complex=False):
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)  # NumPy arrays arrive in float64; compute in the module's precision
     if value.dtype == torch.bool or (value.is_complex() and not allow_complex):
-        raise TypeError(f"{name} must be a real floating-point array; got dtype {value.dtype}")
+        raise TypeError(f"{name} must be a real floating-point array; got dtype {dtype_name(value.dtype)}")
     if not (value.is_floating_point() or value.is_complex()):
         value = value.to(dtype or torch.get_default_dtype())
     return value
@@ -92,7 +105,7 @@ def check_lengths(lengths, batch, L, like=None, check_values=True):
     else:
         lengths = torch.as_tensor(np.asarray(lengths), device=device)
     if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
-        raise TypeError(f"lengths must be an integer array of shape (b={batch},); got dtype {lengths.dtype}")
+        raise TypeError(f"lengths must be an integer array of shape (b={batch},); got dtype {dtype_name(lengths.dtype)}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape (b={batch},); got {tuple(lengths.shape)}")
     if checking_values(check_values):
@@ -100,6 +113,8 @@ def check_lengths(lengths, batch, L, like=None, check_values=True):
         if bad.any():
             i = int(torch.argmax(bad.to(torch.uint8)))
             raise ValueError(f"lengths must satisfy 1 <= lengths <= L={L}, got {int(lengths[i])} at batch index {i}")
+    elif check_values:
+        compiled_check(((lengths >= 1) & (lengths <= L)).all(), f"lengths must satisfy 1 <= lengths <= L={L}")
     return lengths.to(torch.int64)
 
 
@@ -107,18 +122,28 @@ def check_integration_timesteps(tau, batch, L, like=None, check_values=True):
     """τ: None or real (b, L), finite and >= 0. Returns it in the module's dtype and device, or None."""
     if tau is None:
         return None
+    tau = tau if isinstance(tau, torch.Tensor) else torch.as_tensor(np.asarray(tau))
+    if tau.dtype == torch.bool or tau.is_complex():
+        raise TypeError(f"integration_timesteps must be a real numeric array; got dtype {dtype_name(tau.dtype)}")
     tau = check_timesteps(_as_module_tensor(tau, "integration_timesteps", like), check_values=check_values)
     if tuple(tau.shape) != (batch, L):
         raise ValueError(f"integration_timesteps must have shape (b, L) = ({batch}, {L}); got {tuple(tau.shape)}")
     return tau
 
 
-def check_state(state, shape, dtype=None, name="initial_state", like=None):
-    """A state of exactly `shape` (numeric), in the module's precision. Returns it as `dtype`
-    (default: the complex dtype of the module's precision)."""
+def check_state(state, shape, dtype=None, name="initial_state", like=None, check_finite=True):
+    """A finite state of exactly `shape` (numeric, not bool), in the module's precision. Returns it as
+    `dtype` (default: the complex dtype of the module's precision)."""
+    state = state if isinstance(state, torch.Tensor) else torch.as_tensor(np.asarray(state))
+    if state.dtype == torch.bool:
+        raise TypeError(f"{name} must be a numeric array (not bool); got dtype {dtype_name(state.dtype)}")
     state = _as_module_tensor(state, name, like, allow_complex=True)
     if tuple(state.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(state.shape)}")
+    if checking_values(check_finite) and not torch.isfinite(state).all():
+        index = tuple(int(i) for i in torch.nonzero(~torch.isfinite(state))[0])
+        raise ValueError(f"{name} must be finite; got {complex(state[index].item())} at index {index} "
+                         "(pass check_finite=False to skip this check)")
     if dtype is None:
         dtype = complex_dtype(_dtype_device(like)[0] if like is not None else state.real.dtype)
     return state.to(dtype)
@@ -155,7 +180,7 @@ def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method
 
     The layer provides `d_model`, `methods`, `init_state(batch)` (the state's shape and dtype) and, if it
     refuses timesteps, `accepts_timesteps = False` with `no_timesteps_reason`; `no_fft_reason` for layers
-    without a convolution view.
+    without a convolution view; `methods_reason` for a layer with a short list of `methods`.
     """
     x = check_input(x, layer.d_model, check_finite=check_finite, like=layer)       # (b, L, H)
     batch, L, _ = x.shape
@@ -166,9 +191,15 @@ def prepare_call(layer, x, lengths, integration_timesteps, initial_state, method
     tau = check_integration_timesteps(integration_timesteps, batch, L, like=layer, check_values=check_finite)
     if method == "fft" and "fft" not in layer.methods and hasattr(layer, "no_fft_reason"):
         raise ValueError(f"method='fft' is not available for {type(layer).__name__}: {layer.no_fft_reason}")
+    if method not in layer.methods and hasattr(layer, "methods_reason"):
+        raise ValueError(f"method must be one of {', '.join(layer.methods)} for {type(layer).__name__} "
+                         f"({layer.methods_reason}); got {method!r}")
     check_method(method, layer.methods, time_invariant=tau is None and initial_state is None)
     h0 = None
     if initial_state is not None:
         zero = layer.init_state(batch)
-        h0 = check_state(initial_state, tuple(zero.shape), zero.dtype, like=layer)
+        if (initial_state.is_complex() if isinstance(initial_state, torch.Tensor) else np.iscomplexobj(initial_state)) \
+                and not zero.is_complex():
+            raise TypeError(f"initial_state must be real ({type(layer).__name__}'s state is real); got a complex array")
+        h0 = check_state(initial_state, tuple(zero.shape), zero.dtype, like=layer, check_finite=check_finite)
     return x, lengths, tau, h0

@@ -33,8 +33,7 @@ from reference.layers.centaurus import Centaurus as ReferenceCentaurus
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
-from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
@@ -87,53 +86,63 @@ class Centaurus(Layer):
         """λ = −softplus(A_re_raw) + i·A_im, complex of the state shape."""
         return -softplus(self.A_re_raw) + 1j * self.A_im
 
-    def discretized(self, tau=None, check_values=True):
-        """(Ā, γ̄): state-shaped without τ, (b, L, *state_shape) with τ (b, L)."""
-        # Note: check_values (forward passes its check_finite) lets a GPU forward skip the device sync of Δ's check.
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None, check_values=True):
+        """(Ā, γ̄, W_in, W_out): Ā, γ̄ complex state-shaped without τ, (b, L, *state_shape) with τ (b, L);
+        W_in, W_out the real maps of the mode, in the module's precision.
+        Note: `check_values` (Δ and τ by value, a device sync on GPU) is torch's; forward passes check_finite."""
         dt = torch.exp(self.log_dt).reshape(self.shapes["dt_view"])                      # broadcasts to the state
-        return discretize(self.continuous_eigenvalues(), dt, self.discretization, tau, check_values=check_values)
+        Lambda_bar, gamma_bar = discretize(self.continuous_eigenvalues(), dt, self.discretization, tau,
+                                           check_values=check_values)
+        # Note: io_maps gets the parameters as a dict of tensors (`params` is a method returning NumPy copies here).
+        return (Lambda_bar, gamma_bar) + io_maps(dict(self.named_parameters()), self.mode, self.shapes)
 
-    def init_state(self, batch):
-        return torch.zeros((check_positive_int(batch, "batch"),) + self.state_shape, dtype=self.complex_dtype,
-                           device=self.device)
+    def read_out(self, states, x):
+        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term)."""
+        _, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
+        return torch.einsum(self.subscripts["out"], W_out, states.real)                     # (b, L, H)
 
-    # --------------------------------------------------------------------- the recurrence
+    # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                 method="auto", check_finite=True):
-        # Note: method defaults to "auto" (the fast differentiable scan); the reference's default is "sequential".
-        x = check_input(x, self.d_model, check_finite=check_finite, like=self)           # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
-        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self,
-                                          check_values=check_finite)                    # (b, L) or None
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, like=self)
-        # Note: io_maps gets the parameters as a dict of tensors (`params` is a method returning NumPy copies here).
-        W_in, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized(tau, check_values=check_finite)         # (S...) or (b, L, S...)
+        """y (b, L, H), or (y, final state (b, *state_shape) complex) with return_state=True.
+
+        Centaurus ("Let SSMs be ConvNets", §3: diagonal SSM blocks with sub-states and the contraction
+        order of each mode; the paper's equation numbers were not re-checked here): x_t = Ā ⊙ x_{t−1} +
+        γ̄ ⊙ (W_in u_t), y_t = W_out Re x_t, in the mode's letters of SPEC §4.3 (no D term).
+        x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
+        outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
+        initial_state: (b, *state_shape); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
+        Note: method defaults to "auto" (the fast differentiable scan); the reference's default is "sequential".
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau, check_values=check_finite)  # (S...) or (b, L, S...)
         drive = torch.einsum(self.subscripts["in"], W_in, x)                                # (b, L, S...) W_in u_t
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                          # (b, L, H)
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                                # (L, S...)
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")                 # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                       # (L, S...)
             return (y, final_state_by_convolution(state_kernel, drive, lengths)) if return_state else y
+        # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * drive, h0, method=method)                     # (b, L, S...)
-        y = torch.einsum(self.subscripts["out"], W_out, states.real)                        # (b, L, H)
+        y = self.read_out(states, x)                                                        # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
-        W_in, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized(tau)                                      # (S...) or (b, 1, S...)
-        new_state = Lambda_bar * state[:, None] + gamma_bar * torch.einsum(self.subscripts["in"], W_in, x)
-        y = torch.einsum(self.subscripts["out"], W_out, new_state.real)                     # (b, 1, H)
-        return y[:, 0], new_state[:, 0]
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
+        new_state = Lambda_bar * state[:, None] + gamma_bar * torch.einsum(self.subscripts["in"], W_in, x)  # (b, 1, S...)
+        return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, (L, H_out, H_in); no D term (Centaurus has none)."""
         L = check_positive_int(L, "L")
-        W_in, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
-        Lambda_bar, gamma_bar = self.discretized()                                         # (S...)
+        Lambda_bar, gamma_bar, W_in, W_out = self.discrete_system()                        # (S...)
         basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
         return torch.einsum(self.subscripts["kernel"], W_out, basis, W_in)                  # (L, H, H)
+
+    def init_state(self, batch):
+        """Zero state (batch, *state_shape), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"),) + self.state_shape, dtype=self.complex_dtype,
+                           device=self.device)

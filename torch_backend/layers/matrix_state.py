@@ -60,6 +60,21 @@ def rms_norm(o, weight, eps=1e-5):
     return o / torch.sqrt(torch.mean(o * o, dim=-1, keepdim=True) + eps) * weight
 
 
+# ----------------------------------------------------------------------------- shared by the three layers
+# Note: initialisers and argument checks (linear_init, head_sizes, check_flag, check_unused, check_step_timestep)
+# are the reference's: torch layers build the reference layer and copy its parameters.
+def split_heads(z, n_heads):
+    """(b, L, h·d) → (b, L, h, d), head index outermost (fla's `(h d)`)."""
+    return z.reshape(tuple(z.shape[:2]) + (n_heads, -1))
+
+
+def valid_steps(lengths, batch, L, like):
+    """1 where t < len_b, 0 on padding (identity steps), (b, L) in `like`'s dtype; all ones without lengths."""
+    if lengths is None:
+        return like.new_ones((batch, L))
+    return (torch.arange(L, device=like.device)[None, :] < lengths[:, None]).to(like.dtype)   # (b, L)
+
+
 # ----------------------------------------------------------------------------- argument checks
 def _check_arrays(q, k, v, beta, log_alpha, initial_state, vector_gate):
     """The tensors with their shapes checked against q (b, L, h, d_k) and v (b, L, h, d_v)."""

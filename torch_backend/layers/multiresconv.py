@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
 from ._base import Layer, draw_seed
-from ._checks import (check_choice, check_input, check_lengths, check_method, check_positive_int, check_state,
-                      check_step_input)
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 
 
@@ -67,9 +66,10 @@ class MultiresConv(Layer):
 
     reference_class = ReferenceMultiresConv
     accepts_timesteps = False
+    no_timesteps_reason = ReferenceMultiresConv.no_timesteps_reason
     methods = ("sequential", "fft")
 
-    def __init__(self, d_model, kernel_size=2, depth=None, max_len=1024, memory="fading", memory_size=None,
+    def __init__(self, d_model, kernel_size=2, depth=None, max_len=None, memory="fading", memory_size=None,
                  seed=None):
         super().__init__()
         ref = ReferenceMultiresConv(d_model, kernel_size, depth, max_len, memory, memory_size, seed=draw_seed(seed))
@@ -77,44 +77,53 @@ class MultiresConv(Layer):
         self.d_model, self.kernel_size, self.depth = ref.d_model, ref.kernel_size, ref.depth
         self.plan, self.receptive_field = ref.plan, ref.receptive_field
 
+    # --------------------------------------------------------------------- the system
+    def discrete_system(self, tau=None):
+        """(g0 (H, k), g1 (H, k), w (H, width)): the tree's filters and the read-out weights. MultiresConv
+        is discrete by construction and has no timesteps: tau must be None."""
+        check_no_timesteps(tau, "integration_timesteps")
+        return self.g0, self.g1, self.w
+
+    def read_out(self, states, x):
+        """y_t = w₀·a⁽ᴶ⁾_t + Σ_(l, n, c) Σ_{i<n} w_{c+i}·b⁽ˡ⁾_{t−i·2^l} + w_last·x_t: states = (a⁽ᴶ⁾, [b⁽¹⁾…b⁽ᴶ⁾]).
+        Note: states and x channels first, (b, H, L), as the tree runs here; returns (b, H, L)."""
+        approximation, details = states
+        return read_memory(x, approximation, details, self.w, self.plan)
+
     def tree(self, x):
         """The definition: tree then read-out. x (b, L, H) -> y (b, L, H)."""
         # Note: one transpose in and one out; the tree itself runs channels first (see causal_dilated_conv).
+        g0, g1, _ = self.discrete_system()
         u = x.transpose(1, 2)                                                      # (b, H, L)
-        approximation, details = multires_tree(u, self.g0, self.g1, self.depth)
-        return read_memory(u, approximation, details, self.w, self.plan).transpose(1, 2)
+        return self.read_out(multires_tree(u, g0, g1, self.depth), u).transpose(1, 2)
 
+    # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
                 method="sequential", check_finite=True):
         """x real (b, L, H) -> y (b, L, H); with return_state also the last R − 1 inputs (b, R − 1, H).
 
+        Shi, Wang & Fox 2023, §3: the causal undecimated wavelet tree a⁽ˡ⁾ = g0 ⋆ a⁽ˡ⁻¹⁾, b⁽ˡ⁾ = g1 ⋆ a⁽ˡ⁻¹⁾
+        with dilation 2^(l−1), read by the fading or uniform memory (the paper's equation numbers were
+        not re-checked here; the formulas are those of the module docstring and SPEC §4.7).
         initial_state: the R − 1 inputs preceding x (oldest first), default zeros. With lengths the returned
         history ends at x[:, len − 1]; valid outputs never depend on padding (the tree is causal), padded
-        positions hold whatever the padding gives.
+        positions hold whatever the padding gives. method: "sequential" (the tree) or "fft" (the kernel).
         """
-        check_no_timesteps(integration_timesteps, "integration_timesteps")
-        x = check_input(x, self.d_model, check_finite=check_finite, like=self)     # (b, L, H)
+        x, lengths, _, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
         batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
-        check_choice(method, "method", self.methods)
-        check_method(method, time_invariant=initial_state is None)
-        history = self.init_state(batch) if initial_state is None else self.check_history(initial_state, batch)
         if method == "fft":
             y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                  # (b, L, H)
         else:
-            u = x if initial_state is None else torch.cat([history, x], dim=1)     # (b, R − 1 + L, H)
+            u = x if h0 is None else torch.cat([h0, x], dim=1)                     # (b, R − 1 + L, H)
             y = self.tree(u)[:, -L:]                                                # (b, L, H)
         if not return_state:
             return y
+        # the zero history (b, R − 1, H) follows max_len, not the data: built only when the state is asked for
+        history = self.init_state(batch) if h0 is None else h0                     # (b, R − 1, H)
         ends = torch.full((batch,), L, device=x.device) if lengths is None else lengths
         u = torch.cat([history, x], dim=1)                                         # (b, R − 1 + L, H); x_t at t + R − 1
         window = ends[:, None] + torch.arange(self.receptive_field - 1, device=x.device)  # (b, R − 1)
         return y, u[torch.arange(batch, device=x.device)[:, None], window]          # (b, R − 1, H)
-
-    def init_state(self, batch):
-        """Zero input history, real (b, R − 1, H), oldest first."""
-        batch = check_positive_int(batch, "batch")
-        return torch.zeros((batch, self.receptive_field - 1, self.d_model), dtype=self.dtype, device=self.device)
 
     def step(self, x_t, state, integration_timestep=None):
         """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
@@ -128,9 +137,14 @@ class MultiresConv(Layer):
     def kernel(self, L):
         """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""
         L = check_positive_int(L, "L")
-        impulse = torch.zeros((1, L, self.d_model), dtype=self.dtype, device=self.device)
+        impulse = torch.zeros((1, L, self.d_model), dtype=self.dtype, device=self.device)  # (1, L, H)
         impulse[:, 0] = 1.0
         return self.tree(impulse)[0]                                               # (L, H)
+
+    def init_state(self, batch):
+        """Zero input history, real (b, R − 1, H), oldest first."""
+        batch = check_positive_int(batch, "batch")
+        return torch.zeros((batch, self.receptive_field - 1, self.d_model), dtype=self.dtype, device=self.device)
 
     def check_history(self, state, batch, name="initial_state"):
         """A real input history (b, R − 1, H) in the module's dtype and device."""

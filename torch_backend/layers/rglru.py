@@ -155,7 +155,10 @@ class RGLRU(Layer):
         i = torch.sigmoid(block_diagonal(u, self.p(q + "input_gate.w"), self.p(q + "input_gate.b")))  # (b, L, E)
         r = torch.sigmoid(block_diagonal(u, self.p(q + "a_gate.w"), self.p(q + "a_gate.b")))          # (b, L, E)
         rate = -self.c * softplus(self.p(q + "a_param"))                                 # (E,) = log a / r
-        A_bar, _ = discretize(rate, r, "dirac", tau, check_values=check_values)          # (b, L, E) = a_t^τ
+        # r_t underflows to 0 for very negative gate logits; the smallest normal step gives the same Ā_t = 1.
+        # Note: a NaN r_t (NaN input under check_finite=False) stays NaN here, where discretize does not refuse it.
+        A_bar, _ = discretize(rate, torch.clamp(r, min=torch.finfo(r.dtype).tiny), "dirac", tau,
+                              check_values=check_values)                                 # (b, L, E) = a_t^τ
         n = BoundedSqrt.apply(-torch.expm1(2 * rate * r))                                # (b, L, E) = sqrt(1 − a_t²)
         if resets is not None:
             A_bar = torch.where(resets[..., None], torch.zeros_like(A_bar), A_bar)

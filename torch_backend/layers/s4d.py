@@ -14,7 +14,7 @@ Differences from the reference, each for a reason:
 * `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's default
   is "sequential", the definition;
 * value checks (finite input, τ >= 0, lengths in range, Δ > 0) follow `check_finite` and are skipped while
-  torch.compile traces (see torch_backend/layers/_common.py).
+  torch.compile traces (see torch_backend/layers/_checks.py).
 
 Upstream: state-spaces/s4 (`src/models/sequence/kernels/ssm.py` SSMKernelDiag, `dplr.py`, `hippo.py`) and
 its standalone `s4d.py`. Leaves out: the block around the kernel (GELU, GLU output, dropout), channels > 1,
@@ -27,8 +27,7 @@ from reference.layers.s4d import S4D as ReferenceS4D
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
-from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 
@@ -48,79 +47,76 @@ class S4D(Layer):
         self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
         self.state_shape = ref.state_shape
 
-    # --------------------------------------------------------------------- parameters → system
-    def system(self):
-        """(λ (H, N), Δ (H, 1), B (H, N), C (H, N) complex / real, D (H,))."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None, check_values=True):
+        """(Ā, γ̄, B (H, N), C (H, N) complex, D (H,) real) for timesteps τ (b, L) or None, in the module's
+        precision; Ā, γ̄: (H, N) without τ, (b, L, H, N) with τ.
+        Note: `check_values` (Δ and τ by value, a device sync on GPU) is torch's; forward passes check_finite."""
         # Note: the parameters are module attributes here (self.log_dt for the reference's p["log_dt"]).
         Lambda = -torch.exp(self.log_A_re) + 1j * self.A_im                  # (H, N)
         dt = torch.exp(self.log_dt)[:, None]                                  # (H, 1)
-        return Lambda, dt, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau, check_values=check_values)
+        return Lambda_bar, gamma_bar, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
 
-    def init_state(self, batch):
-        """Zero state (batch, H, N), complex64 (complex128 after .double()), on the module's device."""
-        return torch.zeros((check_positive_int(batch, "batch"),) + self.state_shape, dtype=self.complex_dtype,
-                           device=self.device)
+    def read_out(self, states, x):
+        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
+        C = self.C_re + 1j * self.C_im                                        # (H, N)
+        return self.kappa * torch.einsum("hn,...hn->...h", C, states).real + self.D * x
 
+    # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                 return_state=False, method="auto", check_finite=True):
         """y (b, L, H), or (y, final state (b, H, N) complex) with return_state=True.
 
+        Gu et al. 2022 (S4D): the diagonal state space x' = Λx + Bu, y = Cx + Du (eq. (1) of S4) per
+        channel, discretised by SPEC §2, with the kernel K_l = 2 Re Σ_n C Ā^l γ̄ B of the Vandermonde
+        view (§3 of the S4D paper); with τ the event-stream form of SPEC §4.5.
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
         initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         Note: method defaults to "auto": the FFT view when time-invariant (no τ, no initial_state)
-        and the input is finite,
-        else the fastest differentiable scan for the device. A depthwise S4D has H·N states per step,
-        so its scan streams N times more memory than its output; the FFT view works on (b, L, H)
-        (measured 3× faster at (b, L, H, N) = (32, 1024, 128, 64)). The reference defaults to
-        "sequential", the definition.
+        and the input is finite, else the fastest differentiable scan for the device. A depthwise S4D
+        has H·N states per step, so its scan streams N times more memory than its output; the FFT view
+        works on (b, L, H) (measured 3× faster at (b, L, H, N) = (32, 1024, 128, 64)). The reference
+        defaults to "sequential", the definition.
         """
-        x = check_input(x, self.d_model, check_finite=check_finite, like=self)       # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
-        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
-        time_invariant = tau is None and initial_state is None
-        check_method(method, time_invariant=time_invariant)
-        if method == "auto" and time_invariant:
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        if method == "auto" and tau is None and h0 is None:
             # Note: a NaN would spread over the whole FFT, where the scan keeps it causal; unchecked input
             # (check_finite=False, e.g. inside the Classifier) is tested here with one read of x.
             finite = check_finite or (not torch.compiler.is_compiling() and bool(torch.isfinite(x).all()))
             method = "fft" if finite else method
-        h0 = None if initial_state is None else check_state(initial_state, (batch,) + self.state_shape, like=self)
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau,
-                                           check_values=check_finite)               # (H, N) or (b, L, H, N)
-        # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
-        drive = lambda: torch.einsum("hn,blh->blhn", B, x.to(B.dtype))             # noqa: E731  Bu (b, L, H, N)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau, check_values=check_finite)  # (H, N) or (b, L, H, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "lh,blh->blh")                    # (b, L, H)
-            if not return_state:
-                return y
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, H, N)
-            return y, final_state_by_convolution(state_kernel, drive(), lengths)
-        Bu = drive()                                                                 # (b, L, H, N)
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "lh,blh->blh")           # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar * B            # (L, H, N): response to u
+            return (y, final_state_by_convolution(state_kernel, x[..., None], lengths)) if return_state else y
+        # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
+        Bu = torch.einsum("hn,blh->blhn", B, x.to(B.dtype))                          # (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
-        y = self.kappa * torch.einsum("hn,blhn->blh", C, states).real + D * x        # (b, L, H)
+        y = self.read_out(states, x)                                                 # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = torch.reshape(Lambda_bar, (-1,) + self.state_shape)             # (1 or b, H, N)
         gamma_bar = torch.reshape(gamma_bar, (-1,) + self.state_shape)               # (1 or b, H, N)
         new_state = Lambda_bar * state + gamma_bar * torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))  # (b, H, N)
-        y_t = self.kappa * torch.einsum("hn,bhn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
-        return y_t, new_state
+        return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
         """K (L, H) real: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""
         L = check_positive_int(L, "L")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (H, N)
+        Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (H, N)
         K = self.kappa * torch.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real  # (L, H)
         K[0] += D
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, H, N), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"),) + self.state_shape, dtype=self.complex_dtype,
+                           device=self.device)

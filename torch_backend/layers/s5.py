@@ -17,7 +17,7 @@ Differences from the reference, each for a reason:
 * `method` defaults to "auto" (the fastest differentiable scan for the device); the reference's default
   is "sequential", the definition;
 * value checks (finite input, τ >= 0, lengths in range, Δ > 0) follow `check_finite` and are skipped while
-  torch.compile traces (see torch_backend/layers/_common.py).
+  torch.compile traces (see torch_backend/layers/_checks.py).
 
 Upstream: lindermanlab/S5 (`ssm.py` S5SSM, `ssm_init.py`); Event-SSM (`event_ssm/ssm.py`) for τ.
 Leaves out: the bidirectional variant, the surrounding block (norm, GLU, dropout) and per-block dt sharing.
@@ -29,8 +29,7 @@ from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
-from ._checks import (LAYER_METHODS, check_input, check_integration_timesteps, check_lengths, check_method,
-                      check_positive_int, check_state, check_step_input)
+from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
 
 
@@ -52,66 +51,69 @@ class S5(Layer):
         self.kappa = ref.kappa
 
     # --------------------------------------------------------------------- parameters → system
-    def system(self):
-        """(Λ (N,), Δ (N,), B̃ (N, H), C̃ (H, N) complex / real, D (H,)); clip_eigs applied to Re Λ."""
+    # --------------------------------------------------------------------- the discrete system
+    def discrete_system(self, tau=None, check_values=True):
+        """(Ā, γ̄, B̃ (N, H), C̃ (H, N) complex, D (H,) real) for timesteps τ (b, L) or None, in the module's
+        precision; Ā, γ̄: (N,) without τ, (b, L, N) with τ; clip_eigs clamps Re Λ <= −1e-4 first.
+        Note: `check_values` (Δ and τ by value, a device sync on GPU) is torch's; forward passes check_finite."""
         # Note: the parameters are module attributes here (self.log_dt for the reference's p["log_dt"]).
         Lambda_re = torch.clamp(self.Lambda_re, max=CLIP_RE) if self.config["clip_eigs"] else self.Lambda_re
         Lambda = Lambda_re + 1j * self.Lambda_im                             # (N,)
         dt = self.config["step_rescale"] * torch.exp(self.log_dt)            # (N,)
-        return Lambda, dt, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau, check_values=check_values)
+        return Lambda_bar, gamma_bar, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
 
-    def init_state(self, batch):
-        """Zero state (batch, N), complex64 (complex128 after .double()), on the module's device."""
-        return torch.zeros((check_positive_int(batch, "batch"), self.d_state), dtype=self.complex_dtype,
-                           device=self.device)
+    def read_out(self, states, x):
+        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
+        C = self.C_re + 1j * self.C_im                                       # (H, N)
+        return self.kappa * torch.einsum("hn,...n->...h", C, states).real + self.D * x
 
+    # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                 return_state=False, method="auto", check_finite=True):
         """y (b, L, H), or (y, final state (b, N) complex) with return_state=True.
 
+        Smith et al. 2023 (S5), §2–3: the continuous diagonalised MIMO system, its discretisation and
+        the discrete recurrence with the read-out y = κ Re(C̃ x) + D u (κ = 2 under conj_sym); with τ the
+        event-stream (Event-SSM) form of SPEC §4.2.
         x: real (b, L, H); lengths: (b,) ints (the state returned is the one after step len−1; valid
         outputs do not depend on the padding); integration_timesteps τ: (b, L) >= 0 (event gaps);
         initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         Note: method defaults to "auto" (the fastest differentiable scan for the device); the
         reference defaults to "sequential", the definition.
         """
-        x = check_input(x, self.d_model, check_finite=check_finite, like=self)       # (b, L, H)
-        batch, L, _ = x.shape
-        lengths = check_lengths(lengths, batch, L, like=self, check_values=check_finite)
-        tau = check_integration_timesteps(integration_timesteps, batch, L, like=self, check_values=check_finite)
-        check_method(method, time_invariant=tau is None and initial_state is None)
-        h0 = None if initial_state is None else check_state(initial_state, (batch, self.d_state), like=self)
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau,
-                                           check_values=check_finite)               # (N,) or (b, L, N)
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau, check_values=check_finite)  # (N,) or (b, L, N)
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
         Bu = torch.einsum("nh,blh->bln", B, x.to(B.dtype))                           # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(L), x, "loh,blh->blo")                   # (b, L, H)
-            state_kernel = powers(Lambda_bar, L) * gamma_bar                         # (L, N)
+            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                # (L, N)
             return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
-        y = self.kappa * torch.einsum("hn,bln->blh", C, states).real + D * x         # (b, L, H)
+        y = self.read_out(states, x)                                                 # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = torch.reshape(Lambda_bar, (-1, self.d_state))                   # (1 or b, N)
         gamma_bar = torch.reshape(gamma_bar, (-1, self.d_state))                     # (1 or b, N)
         new_state = Lambda_bar * state + gamma_bar * torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))  # (b, N)
-        y_t = self.kappa * torch.einsum("hn,bn->bh", C, new_state).real + D * x[:, 0]  # (b, H)
-        return y_t, new_state
+        return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
         """K (L, H_out, H_in) real: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""
         L = check_positive_int(L, "L")
-        Lambda, dt, B, C, D = self.system()
-        Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization)          # (N,)
+        Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (N,)
         K = self.kappa * torch.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real  # (L, H, H)
         K[0] += torch.diag(D)
         return K
+
+    def init_state(self, batch):
+        """Zero state (batch, N), complex64 (complex128 after .double()), on the module's device."""
+        return torch.zeros((check_positive_int(batch, "batch"), self.d_state), dtype=self.complex_dtype,
+                           device=self.device)

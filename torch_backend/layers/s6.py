@@ -13,8 +13,10 @@ the reference's (same seed, same values, same errors). softplus is logaddexp(0, 
 
 Differences from the reference, each for a reason:
 * precision follows the parameters (float32 by default, float64 after .double());
-* `method` defaults to "auto" (the fastest differentiable scan of torch_backend/scan.py for the device, on
-  Ā_t and γ̄_t B_t v_t); the reference's default is "sequential", the definition;
+* `method` defaults to "auto": on CPU the fused Numba kernel `reference.kernels.selective` as the custom op
+  `lrnn_spec::selective_scan` (torch_backend/selective.py: no (b, L, E, N) array, recomputing backward; also
+  `method="fused"`), elsewhere the chunked scan of torch_backend/scan.py on Ā_t and γ̄_t B_t v_t; the
+  reference's default is "sequential", the definition;
 * value checks follow `check_finite` and are skipped while torch.compile traces.
 
 Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
@@ -26,6 +28,7 @@ import torch
 from reference.layers.s6 import S6 as ReferenceS6
 from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
+from ..selective import selective_scan
 from ._base import Layer, draw_seed
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 
@@ -45,7 +48,7 @@ class S6(Layer):
     """Selective SSM (bare) or Mamba mixer (block=True): x (b, L, H) real → y (b, L, H) in the module's dtype."""
 
     reference_class = ReferenceS6
-    methods = SCAN_METHODS
+    methods = SCAN_METHODS + ("fused",)
     no_fft_reason = ReferenceS6.no_fft_reason
 
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
@@ -84,27 +87,29 @@ class S6(Layer):
         x_dbl = torch.einsum("ble,fe->blf", v, self.x_proj.weight)                             # (b, L, r + 2N)
         dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + N], x_dbl[..., r + N:]
         dt = softplus(torch.einsum("blr,er->ble", dt_low, self.dt_proj.weight) + self.dt_proj.bias)   # (b, L, E)
-        return dt, B, C
+        # Note: floored at the smallest normal float of the module's dtype (the reference: float64's).
+        return torch.nan_to_num(torch.clamp(dt, min=torch.finfo(dt.dtype).tiny), nan=1.0), B, C
 
     def discrete_system(self, dt, tau=None, check_values=True):
-        """(Ā_t, γ̄_t), each (b, L, E, N): discretize(A, Δ_t, method, τ_t) for every event (see the reference)."""
+        """(Ā_t, γ̄_t), each (b, L, E, N) = discretize(A, Δ_t, method, τ) with Δ_t (b, L, E), τ (b, L) or None."""
         A = -torch.exp(self.A_log)                                                             # (E, N)
-        if tau is None:
-            Lambda = A.expand(dt.shape + A.shape[-1:])                                         # (b, L, E, N)
-            return discretize(Lambda, dt[..., None], self.discretization, check_values=check_values)
-        pairs = [[discretize(A, dt[i, t][:, None], self.discretization, tau[i:i + 1, t:t + 1],
-                             check_values=check_values) for t in range(dt.shape[1])] for i in range(dt.shape[0])]
-        A_bar = torch.stack([torch.stack([a[0, 0] for a, _ in row]) for row in pairs])         # (b, L, E, N)
-        gamma_bar = torch.stack([torch.stack([g[0, 0] for _, g in row]) for row in pairs])     # (b, L, E, N)
-        return A_bar, gamma_bar
+        return discretize(A, dt[..., None], self.discretization, tau, check_values=check_values)   # (b, L, E, N)
 
     def read_out(self, states, v, C, z=None):
-        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e]; block: out_proj((y ⊙ SiLU(z))). states (b, L, E, N)."""
-        y = torch.einsum("blen,bln->ble", states, C) + self.D * v                             # (b, L, E)
+        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N)."""
+        return self.mix_out(torch.einsum("blen,bln->ble", states, C) + self.D * v, z)         # (b, L, H)
+
+    def mix_out(self, y, z=None):
+        """Block: out_proj(y ⊙ SiLU(z)) (b, L, H); bare: y itself."""
         if not self.block:
             return y
         out = torch.einsum("ble,he->blh", y * silu(z), self.out_proj.weight)                  # (b, L, H)
         return out + self.out_proj.bias if hasattr(self.out_proj, "bias") else out
+
+    @staticmethod
+    def last_steps(x, lengths):
+        """The index of each row's last valid step (b,): len − 1, or L − 1 without lengths."""
+        return torch.full((x.shape[0],), x.shape[1] - 1, device=x.device) if lengths is None else lengths - 1
 
     # --------------------------------------------------------------------- calls
     def init_state(self, batch):
@@ -128,25 +133,34 @@ class S6(Layer):
                 return_state=False, method="auto", check_finite=True):
         """y (b, L, H), or (y, final state) with return_state=True (Mamba, Algorithm 2; eqs. (2a)–(2b) with the
         selective Δ, B, C of §3.2 and the discretisation of eq. (4)). Arguments as in the reference.
-        Note: method defaults to "auto" (the fastest differentiable scan for the device); the reference
-        defaults to "sequential", the definition.
+        Note: method defaults to "auto": the fused Numba op on CPU ("fused" names it), the chunked scan
+        elsewhere; the reference defaults to "sequential", the definition.
         """
         # Note: initial_state is checked by the layer (a pair for block=True), not by prepare_call.
         x, lengths, tau, _ = prepare_call(self, x, lengths, integration_timesteps, None, method, check_finite)
         conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
         dt, B, C = self.selection(v)
-        A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_finite)           # (b, L, E, N)
-        # ---- the recurrence
-        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0, method=method)  # (b, L, E, N)
-        y = self.read_out(states, v, C, z)                                                     # (b, L, H)
-        if not return_state:
-            return y
-        last = torch.full((x.shape[0],), x.shape[1] - 1, device=x.device) if lengths is None else lengths - 1  # (b,)
-        states_at = states[torch.arange(x.shape[0], device=x.device), last]                    # (b, E, N)
+        if method == "fused" or (method == "auto" and x.device.type == "cpu"):
+            # Note: a fast path (the fused Numba op; no (b, L, E, N) array), tested equal to the lines below.
+            y_ssm, states_at = selective_scan(v, dt, -torch.exp(self.A_log), B, C, self.D, tau, h0, lengths,
+                                              self.discretization)                           # (b, L, E), (b, E, N)
+            y = self.mix_out(y_ssm, z)                                                         # (b, L, H)
+            if not return_state:
+                return y
+        else:
+            A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_finite)       # (b, L, E, N)
+            # ---- the recurrence
+            states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0,
+                          method="chunked" if method == "auto" else method)                   # (b, L, E, N)
+            y = self.read_out(states, v, C, z)                                                 # (b, L, H)
+            if not return_state:
+                return y
+            states_at = states[torch.arange(x.shape[0], device=x.device), self.last_steps(x, lengths)]   # (b, E, N)
         if not self.block:
             return y, states_at
-        conv = torch.stack([p_ext[i, n + 1:n + self.d_conv] for i, n in enumerate(last.tolist())])     # (b, K − 1, E)
+        conv = torch.stack([p_ext[i, n + 1:n + self.d_conv]
+                            for i, n in enumerate(self.last_steps(x, lengths).tolist())])     # (b, K − 1, E)
         return y, (conv, states_at)
 
     def step(self, x_t, state, integration_timestep=None):

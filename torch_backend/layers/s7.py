@@ -79,6 +79,9 @@ class S7(Layer):
         B = torch.complex(B_hat[..., 0], B_hat[..., 1])                                  # (b, L, N, H)
         C = torch.complex(C_hat[..., 0], C_hat[..., 1])                                  # (b, L, H, N)
         dt = self.config["step_rescale"] * softplus(s @ self.dt_proj.weight.T + self.dt_proj.bias)   # (b, L, N)
+        # Note: Δ_t >= the smallest normal float of the dtype, as in the reference; a NaN Δ_t (NaN input under
+        # check_finite=False) stays NaN here, where discretize does not refuse it.
+        dt = torch.clamp(dt, min=torch.finfo(dt.dtype).tiny)                             # (b, L, N)
         Lambda_bar, gamma_bar = discretize(self.Lambda(), dt, self.discretization, tau,
                                            check_values=check_values)                   # (b, L, N)
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.

@@ -1,0 +1,110 @@
+"""Gated DeltaNet (Yang, Kautz & Hatamizadeh, ICLR 2025), SPEC §4.11.4; `use_gate=False` is DeltaNet (SPEC §4.11.3).
+PyTorch mirror of reference/layers/gated_deltanet.py (STYLE 6):
+
+    q_t = l2(silu(W_q x_t)),  k_t = l2(silu(W_k x_t)),  v_t = silu(W_v x_t)          (split into h heads)
+    β_t = σ(W_beta x_t)  (× 2 with allow_neg_eigval)
+    log α_t = −exp(A_log) · softplus(W_a x_t + dt_bias)                          (use_gate; else α ≡ 1)
+    S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,   o_t = S_tᵀ (s q_t)
+    y_t = W_out · concat_heads RMSNorm(o_t) ⊙ norm_weight
+
+Initialisation and argument checks: the reference's (same seed, params copied). The machinery is written for
+n_h Householder steps per token so that DeltaProduct is this layer with n_h > 1.
+Differences from the reference, each for a reason:
+* `method` defaults to "chunkwise" (the UT-transform form, all chunks' triangular solves batched, differentiable
+  by autograd); the reference's default is "sequential", the definition;
+* precision follows the parameters (float32 by default, float64 after .double()).
+Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gated_deltanet.py`, `fla/ops/gated_delta_rule/naive.py`.
+Glossary: b batch, L length, H d_model, h heads, d_k / d_v per-head widths, n_h Householder steps;
+einsum letters b l h k v, d / o the input / output axis of a projection.
+"""
+import torch
+
+from reference.layers.gated_deltanet import DT_MAX, DT_MIN, GatedDeltaNet as ReferenceGatedDeltaNet
+from reference.layers.matrix_state import check_step_timestep
+from ._base import Layer, draw_seed
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from .matrix_state import (DELTA_METHODS, delta_recurrence, l2_normalize, rms_norm, sigmoid, silu, softplus,
+                           split_heads, valid_steps)
+
+
+class GatedDeltaNet(Layer):
+    """Gated DeltaNet: x (b, L, H) real → y (b, L, H) in the module's dtype; state (b, h, d_k, d_v)."""
+
+    reference_class = ReferenceGatedDeltaNet
+    methods = DELTA_METHODS
+    accepts_timesteps = True               # per instance: False for DeltaNet (use_gate=False)
+    no_timesteps_reason = ReferenceGatedDeltaNet.no_timesteps_reason
+    no_fft_reason = ReferenceGatedDeltaNet.no_fft_reason
+    n_householder = 1
+
+    def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, use_gate=True, allow_neg_eigval=False,
+                 dt_min=DT_MIN, dt_max=DT_MAX, seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        self._take(ReferenceGatedDeltaNet(d_model, n_heads, d_k, d_v, use_gate, allow_neg_eigval, dt_min, dt_max,
+                                          seed=draw_seed(seed)))
+
+    def _take(self, ref):
+        """Parameters, config and sizes from the reference layer `ref`."""
+        self._init_from_reference(ref)
+        self.d_model, self.n_heads, self.d_k, self.d_v = ref.d_model, ref.n_heads, ref.d_k, ref.d_v
+        self.gated, self.allow_neg_eigval = ref.gated, ref.allow_neg_eigval
+        self.accepts_timesteps, self.scale, self.n_householder = ref.accepts_timesteps, ref.scale, ref.n_householder
+
+    # --------------------------------------------------------------------- input → discrete system
+    def discrete_system(self, x, tau=None, lengths=None):
+        """(q (b, L, h, d_k), k (b, n_h·L, h, d_k), v (b, n_h·L, h, d_v), β (b, n_h·L, h), log α (b, L, h) or None)
+        for x (b, L, H); sub-step rows t·n_h + j. log α_t^{τ_t} = τ_t log α_t; padded steps are identity steps."""
+        # Note: the parameters are module attributes here (self.W_q for the reference's p["W_q"]).
+        (batch, L, _), n_h = x.shape, self.n_householder
+        valid = valid_steps(lengths, batch, L, x)                                          # (b, L)
+        valid_sub = torch.repeat_interleave(valid, n_h, dim=1)[..., None]                  # (b, n_h·L, 1)
+        q = l2_normalize(split_heads(silu(torch.einsum("od,bld->blo", self.W_q, x)), self.n_heads))   # (b, L, h, d_k)
+        k = l2_normalize(silu(torch.einsum("od,bld->blo", self.W_k, x)).reshape(batch, n_h * L, self.n_heads, -1))
+        k = k * valid_sub[..., None]                                                       # (b, n_h·L, h, d_k)
+        v = silu(torch.einsum("od,bld->blo", self.W_v, x)).reshape(batch, n_h * L, self.n_heads, -1)  # (b, n_h·L, h, d_v)
+        beta = (2.0 if self.allow_neg_eigval else 1.0) * sigmoid(torch.einsum("od,bld->blo", self.W_beta, x))
+        beta = beta.reshape(batch, n_h * L, self.n_heads) * valid_sub                      # (b, n_h·L, h)
+        if not self.gated:
+            return q, k, v, beta, None
+        log_alpha = -torch.exp(self.A_log) * softplus(torch.einsum("od,bld->blo", self.W_a, x) + self.dt_bias)  # (b, L, h)
+        if tau is not None:
+            log_alpha = log_alpha * tau[..., None]                                         # α^τ
+        return q, k, v, beta, log_alpha * valid[..., None]
+
+    def recurrence(self, q, k, v, beta, log_alpha, initial_state, method="chunkwise", chunk=64):
+        """(o (b, L, h, d_v), final state) of the discrete system (the delta rule; n_h steps in DeltaProduct)."""
+        return delta_recurrence(q, k, v, beta, log_alpha, initial_state, scale=self.scale, method=method, chunk=chunk)
+
+    def read_out(self, o):
+        """y (b, L, H) = W_out · concat_heads RMSNorm(o) from the heads' outputs o_t = S_tᵀ(s q_t) (b, L, h, d_v)."""
+        normed = rms_norm(o, self.norm_weight)                                             # (b, L, h, d_v)
+        return torch.einsum("od,bld->blo", self.W_out, normed.reshape(tuple(o.shape[:2]) + (-1,)))   # (b, L, H)
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                method="chunkwise", chunk=64, check_finite=True):
+        """y (b, L, H), or (y, final state (b, h, d_k, d_v)) with return_state=True.
+
+        SPEC §4.11.3–§4.11.6 (see the reference's docstring). x: real (b, L, H); lengths: (b,) ints (identity
+        steps after len); integration_timesteps τ: (b, L) >= 0, decay α^τ (gated only); initial_state:
+        (b, h, d_k, d_v); method: one of `methods`; chunk: for "chunkwise".
+        Note: method defaults to "chunkwise"; the reference defaults to "sequential", the definition.
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        q, k, v, beta, log_alpha = self.discrete_system(x, tau, lengths)
+        o, state = self.recurrence(q, k, v, beta, log_alpha, h0, method=method, chunk=chunk)
+        y = self.read_out(o)                                                               # (b, L, H)
+        return (y, state) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+        check_step_timestep(self, integration_timestep)
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        state = check_state(state, tuple(self.init_state(x.shape[0]).shape), self.dtype, name="state", like=self)
+        o, new_state = self.recurrence(*self.discrete_system(x, tau), state, method="sequential")  # o (b, 1, h, d_v)
+        return self.read_out(o)[:, 0], new_state
+
+    def init_state(self, batch):
+        """Zero state (batch, h, d_k, d_v) in the module's dtype and device (key-first)."""
+        return torch.zeros((check_positive_int(batch, "batch"), self.n_heads, self.d_k, self.d_v),
+                           dtype=self.dtype, device=self.device)

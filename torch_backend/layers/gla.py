@@ -1,0 +1,96 @@
+"""GLA — gated linear attention (Yang et al., ICML 2024), SPEC §4.11.2; `use_gate=False` is causal linear
+attention (SPEC §4.11.1). PyTorch mirror of reference/layers/gla.py (STYLE 6):
+
+    q_t, k_t, v_t = W_q x_t, W_k x_t, W_v x_t                        (split into h heads, no activation)
+    log α_t = logsigmoid(W_gate_up W_gate_down x_t + b_gate) / 16   ∈ (−∞, 0]^{d_k}  (use_gate; else α ≡ 1)
+    S_t = diag(α_t) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ (s q_t),  s = d_k^{−1/2}
+    y_t = W_out · concat_heads RMSNorm(o_t) ⊙ norm_weight
+
+Initialisation and argument checks: the reference's (the reference layer is built with the same seed and its
+params copied). Differences from the reference, each for a reason:
+* `method` defaults to "chunkwise" (the parallel form, differentiable by autograd); the reference's default is
+  "sequential", the definition;
+* precision follows the parameters (float32 by default, float64 after .double()); value checks follow
+  `check_finite` (see torch_backend/layers/_checks.py).
+Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gla.py`, `fla/ops/gla/naive.py`.
+Glossary: b batch, L length, H d_model, h heads, d_k / d_v per-head widths; einsum letters b l h k v, d / o the
+input / output axis of a projection.
+"""
+import torch
+
+from reference.layers.gla import GLA as ReferenceGLA
+from reference.layers.matrix_state import check_step_timestep
+from ._base import Layer, draw_seed
+from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from .matrix_state import GLA_METHODS, gla_recurrence, logsigmoid, rms_norm, split_heads, valid_steps
+
+
+class GLA(Layer):
+    """Gated linear attention: x (b, L, H) real → y (b, L, H) in the module's dtype; state (b, h, d_k, d_v)."""
+
+    reference_class = ReferenceGLA
+    methods = GLA_METHODS
+    accepts_timesteps = True               # per instance: False for linear attention (use_gate=False)
+    no_timesteps_reason = ReferenceGLA.no_timesteps_reason
+    no_fft_reason = ReferenceGLA.no_fft_reason
+
+    def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, use_gate=True, gate_logit_normalizer=16,
+                 gate_low_rank_dim=16, seed=None):
+        super().__init__()
+        # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
+        ref = ReferenceGLA(d_model, n_heads, d_k, d_v, use_gate, gate_logit_normalizer, gate_low_rank_dim,
+                           seed=draw_seed(seed))
+        self._init_from_reference(ref)
+        self.d_model, self.n_heads, self.d_k, self.d_v = ref.d_model, ref.n_heads, ref.d_k, ref.d_v
+        self.use_gate, self.accepts_timesteps, self.scale = ref.use_gate, ref.accepts_timesteps, ref.scale
+
+    # --------------------------------------------------------------------- input → discrete system
+    def discrete_system(self, x, tau=None, lengths=None):
+        """(q, k (b, L, h, d_k), v (b, L, h, d_v), log α (b, L, h, d_k) or None) for x (b, L, H): log α_t^{τ_t} =
+        τ_t log α_t; steps t >= len are identity steps (k = 0, log α = 0)."""
+        # Note: the parameters are module attributes here (self.W_q for the reference's p["W_q"]).
+        valid = valid_steps(lengths, x.shape[0], x.shape[1], x)[..., None, None]          # (b, L, 1, 1)
+        q = split_heads(torch.einsum("od,bld->blo", self.W_q, x), self.n_heads)            # (b, L, h, d_k)
+        k = split_heads(torch.einsum("od,bld->blo", self.W_k, x), self.n_heads) * valid    # (b, L, h, d_k)
+        v = split_heads(torch.einsum("od,bld->blo", self.W_v, x), self.n_heads)            # (b, L, h, d_v)
+        if not self.use_gate:
+            return q, k, v, None
+        logits = torch.einsum("or,rd,bld->blo", self.W_gate_up, self.W_gate_down, x) + self.b_gate   # (b, L, h·d_k)
+        log_alpha = split_heads(logsigmoid(logits), self.n_heads) / self.config["gate_logit_normalizer"]
+        if tau is not None:
+            log_alpha = log_alpha * tau[..., None, None]                                   # α^τ
+        return q, k, v, log_alpha * valid                                                  # (b, L, h, d_k)
+
+    def read_out(self, o):
+        """y (b, L, H) = W_out · concat_heads RMSNorm(o) from the heads' outputs o_t = S_tᵀ(s q_t) (b, L, h, d_v)."""
+        normed = rms_norm(o, self.norm_weight)                                             # (b, L, h, d_v)
+        return torch.einsum("od,bld->blo", self.W_out, normed.reshape(tuple(o.shape[:2]) + (-1,)))   # (b, L, H)
+
+    def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
+                method="chunkwise", chunk=64, check_finite=True):
+        """y (b, L, H), or (y, final state (b, h, d_k, d_v)) with return_state=True.
+
+        SPEC §4.11.1–§4.11.2 (Yang et al. 2024; see the reference's docstring). x: real (b, L, H); lengths: (b,)
+        ints (identity steps after len); integration_timesteps τ: (b, L) >= 0, decay α^τ (use_gate only);
+        initial_state: (b, h, d_k, d_v); method: one of `methods`; chunk: steps per chunk for "chunkwise".
+        Note: method defaults to "chunkwise"; the reference defaults to "sequential", the definition.
+        """
+        x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        q, k, v, log_alpha = self.discrete_system(x, tau, lengths)
+        o, state = gla_recurrence(q, k, v, log_alpha, h0, scale=self.scale, method=method, chunk=chunk)
+        y = self.read_out(o)                                                               # (b, L, H)
+        return (y, state) if return_state else y
+
+    def step(self, x_t, state, integration_timestep=None):
+        """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+        check_step_timestep(self, integration_timestep)
+        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
+        state = check_state(state, tuple(self.init_state(x.shape[0]).shape), self.dtype, name="state", like=self)
+        q, k, v, log_alpha = self.discrete_system(x, tau)
+        o, new_state = gla_recurrence(q, k, v, log_alpha, state, scale=self.scale, method="sequential")
+        return self.read_out(o)[:, 0], new_state
+
+    def init_state(self, batch):
+        """Zero state (batch, h, d_k, d_v) in the module's dtype and device (key-first)."""
+        return torch.zeros((check_positive_int(batch, "batch"), self.n_heads, self.d_k, self.d_v),
+                           dtype=self.dtype, device=self.device)
