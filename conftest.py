@@ -11,8 +11,8 @@ settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=20, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-settings.register_profile(
-    "thorough", deadline=None, max_examples=300, print_blob=True,
+settings.register_profile(    # 5 × ci, the factor parity_tests.strategies.examples() applies to explicit counts
+    "thorough", deadline=None, max_examples=100, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 settings.load_profile(os.environ.get("LRNN_PROFILE", "ci"))

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import parity_tests.conftest  # noqa: F401  (registers the suite's hypothesis profiles)
+import conftest  # noqa: F401  (registers the suites' hypothesis profiles)
 from parity_tests.strategies import continuous_eigenvalues, rng_from, seeds, widths
 
 CHECKS = {}
@@ -146,4 +146,23 @@ def _radius_for_delay(radius_for_delay):
         assert 0 < r < 1, f"a stable ring radius lies in (0, 1), got {r}"
         assert math.isclose(math.log(epsilon) / math.log(r), delay, rel_tol=1e-6), \
             f"delay {delay}, ε {epsilon:.1e}: radius {r} has horizon {math.log(epsilon) / math.log(r):.1f}"
+    _property(test)
+
+
+@exercise("centaurus.1")
+def _gram_limit(gram_limit):
+    """gram_limit(m, m2): the long-window inner product of two Centaurus basis functions at initialisation."""
+    from reference import discretize
+
+    dt = 1e-3
+    lags = np.arange(int(40 / dt))                                              # e^{-40}: the tail is negligible
+
+    @given(m=st.integers(0, 7), m2=st.integers(0, 7))
+    def test(m, m2):
+        Lambda = np.array([-0.5 + 1j * np.pi * m, -0.5 + 1j * np.pi * m2])       # (2,)
+        Lambda_bar, _ = discretize(Lambda, dt, "exp_euler")                     # (2,)
+        k = (Lambda_bar[None, :] ** lags[:, None]).real                         # k_m(l) / Δ, (L, 2)
+        expected = dt * float(k[:, 0] @ k[:, 1])                                # Δ Σ_l k_m k_m2 / Δ²
+        got = gram_limit(m, m2)
+        assert abs(got - expected) < 2e-3, f"m = {m}, m' = {m2}: the sum gives {expected:.4f}, you gave {got:.4f}"
     _property(test)

@@ -38,6 +38,9 @@ def write_notebooks(output):
     written = []
     for page in toc_pages(toc):
         source = BOOK / f"{page}.md"
+        if not source.is_file():
+            print(f"skipped {page}: no {source.name} (only MyST markdown pages are converted)")
+            continue
         notebook = read_myst_markdown_notebook(source.read_text())
         setup = nbformat.v4.new_code_cell(SETUP.format(root=str(ROOT), book=str(BOOK)))
         setup.metadata["tags"] = ["setup"]

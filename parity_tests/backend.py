@@ -190,7 +190,9 @@ _CURRENT = {}
 
 
 def configure(name, device):
-    _CURRENT.update(name=name, device=device, backend=None)
+    """Import the adapter now (before collection), so that the layers it registers (strategies.register_layer)
+    join the parametrized properties."""
+    _CURRENT.update(name=name, device=device, backend=Backend(name, device))
 
 
 def current():

@@ -52,7 +52,11 @@ def pytest_configure(config):
         os.environ["LRNN_PROFILE"] = profile
         settings.load_profile(profile)
     config.addinivalue_line("markers", "backend: a property of the backend under test (the conformance suite)")
-    backend_module.configure(config.getoption("--backend"), config.getoption("--device"))
+    try:
+        backend_module.configure(config.getoption("--backend"), config.getoption("--device"))
+    except ImportError as error:
+        raise pytest.UsageError(f"--backend {config.getoption('--backend')}: the adapter cannot be imported "
+                                f"({type(error).__name__}: {error})") from error
 
 
 def pytest_generate_tests(metafunc):
@@ -101,6 +105,7 @@ def exact_errors(request, backend):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     if not item.get_closest_marker("backend"):
+        REPORT.current = None                       # a self-test calling properties directly counts nothing
         return (yield)
     REPORT.begin(item.nodeid)
     hypothesis_test = getattr(getattr(item, "obj", None), "hypothesis", None) is not None

@@ -56,6 +56,6 @@ def s7_case(name, arguments=None, **overrides):
 
 
 def upstream_stablessm_Lambda(w_re, w_im, a=1.0, b=0.5):
-    """The authors' forward map (SPEC §10a): Λ = −sqrt((−1 − b·w)/(a·w)) with complex w = Lambda_re + i·Lambda_im."""
+    """The authors' forward map (SPEC §10a): Λ = −sqrt((−1 − b·w)/(a·w)), w = Lambda_re + i·Lambda_im complex."""
     w = w_re + 1j * w_im
     return -np.sqrt((-1 - b * w) / (a * w))

@@ -7,7 +7,8 @@ Properties apply to the layers whose LayerConfig flags allow them (parametrized,
 
 * forward; forward with τ (layers taking timesteps); lengths + initial state + final state; step by step;
   the kernel (time-invariant layers); the state path alone (feed-through parameters set to 0, so a direct
-  x -> y term cannot hide a wrong recurrence);
+  x -> y term cannot hide a wrong recurrence); small outputs (inputs × 1e-5: the float32 tolerance scales
+  with max|y|, so a 1 % error on small outputs fails);
 * parity at perturbed parameters (every parameter moved, plus each layer's extremes: S5 Re Λ up to +0.1 under
   clip_eigs, Δ from 1e-6, LRU eigenvalues at the ring edges): parameters a backend ignores show here;
 * every method the layer lists (FFT included) at L = 2049 and 4097 with slow decay (|Ā| near 1): a truncated
@@ -39,6 +40,7 @@ TIME_INVARIANT = [n for n in flagged(lambda c: not c.input_dependent) if hasattr
 WITH_FEEDTHROUGH = flagged(lambda c: c.feedthrough)
 LONG_LENGTHS = (2049, 4097)
 SLOW_MODE_DT = 1e-5                          # |λΔ| ≈ 1e-5 for |λ| ≈ 1
+SMALL_SCALE = 1e-5                           # input scale of the small-output property
 CATEGORICAL = ("discretization", "mode", "init", "conj_sym", "clip_eigs", "memory", "learn_A")
 
 
@@ -149,6 +151,17 @@ def test_state_path_without_feedthrough(backend, dtype, name, data):
     params.update({k: np.zeros_like(params[k]) for k in layer_config(name).feedthrough if k in params})
     reference, module = build(backend, name, config, dtype, params=params)
     forward_parity(backend, dtype, name, config, x, "state path (D = 0)", reference, module, tau=tau)
+
+
+@pytest.mark.parametrize("name", flagged(lambda c: c.linear))
+@given(data=st.data())
+def test_forward_at_small_scale(backend, dtype, name, data):
+    """Inputs × SMALL_SCALE, so every output is small (y is linear in x): the float32 tolerance scales with
+    max|y| (SPEC §8), so a relative error that a tolerance floored at 1 would let through fails here."""
+    config, x, tau, _ = draw_case(data, name, events=True)
+    reference, module = build(backend, name, config, dtype)
+    forward_parity(backend, dtype, name, config, SMALL_SCALE * x, "forward at small scale", reference, module,
+                   tau=tau)
 
 
 @pytest.mark.parametrize("name", LAYERS)

@@ -16,7 +16,8 @@ form uses real arithmetic only, so the Numba twin `phi1_scalar` gives the same n
 Glossary (SPEC §1): b batch, L length, N state channels, λ `Lambda`, Δ `dt`, τ `tau`.
 """
 import numpy as np
-from numba import njit
+
+from .kernels.launch import njit_cached
 
 METHODS = ("zoh", "bilinear", "exp_euler", "async", "dirac", "none")
 DENSE_METHODS = ("zoh", "bilinear")
@@ -235,7 +236,8 @@ def discretize_derivatives(Lambda, dt, method, tau=None):
     Lambda_bar, _ = discretize(Lambda, dt, method, tau)
     Lambda = np.asarray(Lambda)
     Lambda = Lambda.astype(np.complex128 if np.iscomplexobj(Lambda) else np.float64)
-    dt = np.broadcast_to(np.asarray(dt, dtype=np.float64), Lambda.shape)
+    dt = np.asarray(dt, dtype=np.float64)
+    dt = np.broadcast_to(dt, np.broadcast_shapes(dt.shape, Lambda.shape))        # (S...) or selective (b, L, S...)
     if tau is None:
         tau_, dt_A = np.ones_like(dt), dt                                        # (S...)
     else:

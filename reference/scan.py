@@ -16,7 +16,8 @@ Upstream: mamba.py `pscan` (Blelloch on time-major data); S5 `apply_ssm` (associ
 Glossary (SPEC §1): b batch, L length, N state channels.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
+from .kernels.launch import parallel_kernel  # the serial twin for small inputs and forked workers
 
 SCAN_METHODS = ("sequential", "numba", "blelloch", "hillis_steele", "chunked")
 

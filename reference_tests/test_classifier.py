@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from parity_tests.helpers import INVALID_CLASSIFIER_CONFIGS as INVALID_CONFIGS, CumulativeMixer, small_classifier_config as small
-from parity_tests.strategies import classifier_configs, classifier_inputs, rng_from, seeds
+from parity_tests.strategies import examples, classifier_configs, classifier_inputs, rng_from, seeds
 from parity_tests.tolerances import assert_close
 from reference import nn
 from reference.classifier import Classifier, HierarchicalClassifier
@@ -51,7 +51,7 @@ def test_padding_never_changes_the_output(data, seed):
     assert_close(model(x_pad, lengths, tau_pad), model(x, lengths, tau), what="logits with garbage padding")
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_sequence_alone_equals_sequence_in_padded_batch(data):
     config = data.draw(classifier_configs())
@@ -63,7 +63,7 @@ def test_sequence_alone_equals_sequence_in_padded_batch(data):
         assert_close(alone[0], batched[b], what=f"sequence {b} alone vs in the batch")
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_one_block_follows_the_definition(data):
     """h = LN(act(mixer(W_in x)) + W_in x) → pool → final pool → head, computed by hand."""
@@ -99,7 +99,7 @@ def test_dense_blocks_by_their_definitions():
     assert_close(nn.linear(x, W, c), x @ W.T + c, what="Linear")
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(config=classifier_configs())
 def test_same_seed_same_parameters(config):
     first, second = Classifier(**config).params, Classifier(**config).params
@@ -110,7 +110,7 @@ def test_same_seed_same_parameters(config):
     assert any(not np.array_equal(first[n], other[n]) for n in first if n.endswith("weight") and "norm" not in n)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_from_params_and_save_load_round_trip(data):
     config = data.draw(classifier_configs())

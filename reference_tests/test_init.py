@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import truncnorm
 
-from parity_tests.strategies import (CONTINUOUS_METHODS, batch_sizes, layer_config, lru_rings, rng_from, seeds,
+from parity_tests.strategies import (examples, CONTINUOUS_METHODS, batch_sizes, layer_config, lru_rings, rng_from, seeds,
                                      sequence_lengths, timesteps)
 from parity_tests.tolerances import TOLERANCES, assert_close
 from reference.discretize import discretize
@@ -98,7 +98,7 @@ def test_lru_ring_and_normaliser(ring, N, seed):
 
 
 @given(seed=seeds, H=st.integers(1, 4), N=st.integers(1, 6))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_lru_stationary_state_variance_is_B_norm(seed, H, N):
     """White unit input: E|x_n|² = Σ_l |γ λ^l|² Σ_h |B_nh|² = Σ_h |B_nh|² (the γ normaliser's purpose)."""
     layer = LRU(H, N, r_max=0.9, seed=seed)
@@ -216,7 +216,7 @@ def test_s5_clip_eigs_clamps_the_real_part(method, seed):
 
 # ----------------------------------------------------------------------------- seeds and exchange
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_same_seed_same_params(name, data):
     config = data.draw(layer_config(name).configs(), label="config")
@@ -227,7 +227,7 @@ def test_same_seed_same_params(name, data):
 
 
 @pytest.mark.parametrize("name", ["LRU", "S5", "S4D"])
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(data=st.data())
 def test_other_seed_other_params(name, data):
     config = data.draw(layer_config(name).configs(), label="config")
@@ -236,7 +236,7 @@ def test_other_seed_other_params(name, data):
 
 
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_from_params_round_trip_and_mismatch_errors(name, data):
     config = data.draw(layer_config(name).configs(), label="config")

@@ -11,7 +11,7 @@ from reference.layers import REGISTRY
 from reference.layers.centaurus import CENTAURUS_METHODS, MODES, Centaurus, inverse_softplus, softplus
 from reference.layers.lssl import LSSL
 from reference.nn import gelu
-from parity_tests.strategies import CONTINUOUS_METHODS, batch_sizes, rng_from, seeds, sequence_lengths
+from parity_tests.strategies import examples, CONTINUOUS_METHODS, batch_sizes, rng_from, seeds, sequence_lengths
 from parity_tests.tolerances import assert_close
 
 H, R, M = 3, 2, 4                                               # a small, non-square Centaurus
@@ -89,7 +89,7 @@ def test_centaurus_size_rules_name_rule_and_fix():
     assert set(CENTAURUS_METHODS) == set(CONTINUOUS_METHODS)       # the stability test below covers them all
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(mode=st.sampled_from(MODES), method=st.sampled_from(CONTINUOUS_METHODS), seed=seeds, batch=batch_sizes)
 def test_centaurus_stable_for_every_discretization(mode, method, seed, batch):
     """Re λ = −softplus(·) < 0 by construction ⇒ |Ā| < 1 for any A_re_raw, A_im, Δ and τ > 0."""
@@ -185,7 +185,7 @@ def test_lssl_zoh_and_bilinear_agree_to_third_order(N, dt):
     assert np.linalg.norm(gap_B) <= dt * (r / 2) ** 3 / (1 - r / 2) * np.linalg.norm(B)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(seed=seeds, L=sequence_lengths(20), method=st.sampled_from(["bilinear", "zoh"]))
 def test_lssl_zero_timestep_keeps_the_state(seed, L, method):
     """τ_t = 0 ⇒ Ā_t = I and B̄_t = 0: the state is carried unchanged and y_t depends on u_t through D only."""

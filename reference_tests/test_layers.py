@@ -3,6 +3,7 @@
 Adding a layer to the registry adds it to every property here; its small configs come from
 `parity_tests.strategies.LAYER_CONFIGS` (a registry name without an entry fails loudly, nothing is
 skipped). Flags of the entry say what may be assumed: `linear` (y linear in (x, initial_state)),
+`input_dependent` (the transition depends on x: no cross-input linearity in the initial state),
 `timesteps` (accepts integration_timesteps, else must refuse them), `slow_decay` (|Ā| near 1).
 
 Views: the recurrence (method="sequential") == every other method the layer lists (scans, "fft") ==
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity_tests.strategies import (batch_sizes, layer_config, lengths_vector, rng_from, seeds, sequence_lengths,
+from parity_tests.strategies import (examples, batch_sizes, layer_config, lengths_vector, rng_from, seeds, sequence_lengths,
                                      timesteps)
 from parity_tests.tolerances import assert_close
 from reference.layers import REGISTRY
@@ -30,12 +31,13 @@ LONG_L = 16384
 
 
 # ----------------------------------------------------------------------------- helpers
-def draw_case(data, name, *, max_len=130, events=None, overrides=None):
-    """(layer, x (b, L, H), τ (b, L) or None, rng) from the layer's small configs."""
+def draw_case(data, name, *, max_len=130, events=None, overrides=None, min_len=1):
+    """(layer, x (b, L, H), τ (b, L) or None, rng) from the layer's small configs; L >= min_len."""
     entry = layer_config(name)
     config = dict(data.draw(entry.configs(), label="config"), **(overrides or {}))
     layer = REGISTRY[name](**config)
-    batch, L = data.draw(batch_sizes, label="batch"), data.draw(sequence_lengths(max_len), label="L")
+    lengths = sequence_lengths(max_len) if min_len == 1 else sequence_lengths(max_len).filter(lambda n: n >= min_len)
+    batch, L = data.draw(batch_sizes, label="batch"), data.draw(lengths, label="L")
     rng = rng_from(data.draw(seeds, label="data seed"))
     x = rng.normal(size=(batch, L, config["d_model"]))                          # (b, L, H)
     use_events = entry.timesteps and (data.draw(st.booleans(), label="events") if events is None else events)
@@ -89,16 +91,13 @@ def test_every_view_equals_the_recurrence(name, data):
 @pytest.mark.parametrize("name", LAYERS)
 @given(data=st.data())
 def test_split_with_carried_state_equals_one_pass(name, data):
-    layer, x, tau, _ = draw_case(data, name)
+    layer, x, tau, _ = draw_case(data, name, min_len=2)
     L = x.shape[1]
-    k = data.draw(st.integers(1, max(1, L - 1)), label="split")
+    k = data.draw(st.integers(1, L - 1), label="split")
     method = data.draw(st.sampled_from([m for m in layer_methods(layer) if m != "fft"]), label="method")
     y, state = layer(x, integration_timesteps=tau, return_state=True, method=method)
     tau_head, tau_tail = split(tau, k)
     y_head, carried = layer(x[:, :k], integration_timesteps=tau_head, return_state=True, method=method)
-    if k == L:                                            # L = 1: nothing left to carry into
-        assert_close(y_head, y, what=f"{name} whole-sequence head")
-        return
     y_tail, state_tail = layer(x[:, k:], integration_timesteps=tau_tail, initial_state=carried,
                                return_state=True, method=method)
     assert_close(np.concatenate([y_head, y_tail], axis=1), y, what=f"{name} split at {k} + carry")
@@ -107,8 +106,27 @@ def test_split_with_carried_state_equals_one_pass(name, data):
 
 @pytest.mark.parametrize("name", LAYERS)
 @given(data=st.data())
+def test_initial_state_enters_affinely_at_a_fixed_input(name, data):
+    """At a fixed input the state is affine in the initial state (every layer here, gated ones included):
+    f(x, αs1 + βs2) − f(x, 0) == α(f(x, s1) − f(x, 0)) + β(f(x, s2) − f(x, 0)), for the final state, and for the
+    output where the read-out is linear (`linear`)."""
+    layer, x, tau, rng = draw_case(data, name)
+    s1, s2, zero = random_state(layer, x.shape[0], rng), random_state(layer, x.shape[0], rng), layer.init_state(x.shape[0])
+    alpha, beta = rng.normal(size=2)
+    method = data.draw(st.sampled_from([m for m in layer_methods(layer) if m != "fft"]), label="method")
+    run = lambda s: layer(x, integration_timesteps=tau, initial_state=s, return_state=True, method=method)  # noqa: E731
+    r0, r1, r2, r12 = run(zero), run(s1), run(s2), run(alpha * s1 + beta * s2)
+    for part, what in ((1, "final state"),) + (((0, "output"),) if layer_config(name).linear else ()):
+        assert_close(r12[part] - r0[part], alpha * (r1[part] - r0[part]) + beta * (r2[part] - r0[part]),
+                     what=f"{name} {what} is affine in the initial state")
+
+
+@pytest.mark.parametrize("name", [n for n in LAYERS if not layer_config(n).input_dependent])
+@given(data=st.data())
 def test_initial_state_enters_linearly(name, data):
-    """y(x, s) − y(x, 0) == y(0, s) − y(0, 0) (linear layers), and the same for the final state (all)."""
+    """Time-invariant transitions: y(x, s) − y(x, 0) == y(0, s) − y(0, 0) (linear layers), and the same for the
+    final state (all). Input-dependent transitions (gated layers) are excluded by their flag: their state
+    contribution depends on x, which the affine property above covers instead."""
     layer, x, tau, rng = draw_case(data, name)
     s, zero, x0 = random_state(layer, x.shape[0], rng), layer.init_state(x.shape[0]), np.zeros_like(x)
     method = data.draw(st.sampled_from([m for m in layer_methods(layer) if m != "fft"]), label="method")
@@ -214,7 +232,7 @@ def test_layers_without_timesteps_refuse_them(name, data):
 
 # ----------------------------------------------------------------------------- numerics
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=2)
+@settings(max_examples=examples(2))
 @given(data=st.data())
 def test_long_sequence_is_finite_and_step_equals_scan(name, data):
     """L = 16384 with |Ā| near 1 (the entry's slow_decay overrides): finite, and step() == the fast scan."""
@@ -237,7 +255,7 @@ UNDERFLOW = {"LRU": {"nu_log": 7.0}, "S5": {"log_dt": 10.0}, "S4D": {"log_dt": 1
 
 
 @pytest.mark.parametrize("name", sorted(UNDERFLOW))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_underflowed_transition_gives_no_nan(name, data):
     layer, x, tau, rng = draw_case(data, name, max_len=40)

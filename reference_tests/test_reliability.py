@@ -203,3 +203,219 @@ def test_classifier_refuses_nan_at_valid_positions_unless_told_not_to_check():
     with pytest.raises(ValueError, match=r"x must be finite; got nan at index \(0, 2, 1\)"):
         model(x, lengths)
     assert np.isnan(model(x, lengths, check_finite=False)[0]).all()
+
+
+# ----------------------------------------------------------------------------- forked workers, threads, installs
+FORK_X = np.random.default_rng(5).normal(size=(4, 4096, 3))                     # b·L·N = 65 536: the parallel path
+
+
+def layer_outputs(rows):
+    """S5 through the compiled scan (method="numba"): a small input (some rows of FORK_X, 50 steps) and
+    a large one (all of FORK_X, above the size where the parallel kernel runs)."""
+    layer = S5(3, 4, seed=0)
+    return layer(FORK_X[rows, :50], method="numba"), layer(FORK_X, method="numba")
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork here")
+def test_forked_pool_workers_run_compiled_kernels_after_the_parent_did():
+    """The parent launches a parallel kernel (its threading layer starts); fork children then run the
+    serial twins for small and large inputs alike, and map() returns (it hung before: every child aborted)."""
+    import multiprocessing
+    import numba
+    expected = [layer_outputs(slice(i, i + 2)) for i in (0, 2)]                 # launches the parallel kernel
+    assert numba.threading_layer() in ("omp", "tbb", "workqueue")               # ... so a layer was started
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.map_async(layer_outputs, [slice(0, 2), slice(2, 4)]).get(timeout=300)
+    for (small, large), (small_ref, large_ref) in zip(results, expected):
+        np.testing.assert_array_equal(small, small_ref)
+        np.testing.assert_allclose(large, large_ref, rtol=1e-12, atol=1e-12)
+
+
+def run_python(code, **env):
+    """Run `code` in a fresh interpreter from the repository root; returns the finished process."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": root, **env})
+
+
+THREADED_CALLS = """
+import threading, numpy as np, numba
+from reference import S5
+from reference.kernels.scan import scan_numba
+rng = np.random.default_rng(0)
+a = rng.uniform(0.5, 0.99, (8, 4096, 4)); b = rng.normal(size=(8, 4096, 4))
+expected = scan_numba(a, b)
+errors = []
+def work():
+    for _ in range(20):
+        if not np.array_equal(scan_numba(a, b), expected):
+            errors.append("different result")
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(numba.threading_layer(), len(errors))
+"""
+
+
+def test_concurrent_calls_under_the_workqueue_threading_layer():
+    """Numba's workqueue layer aborts the process on concurrent parallel launches; launches are serialised."""
+    done = run_python(THREADED_CALLS, NUMBA_THREADING_LAYER="workqueue")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["workqueue", "0"], done.stdout
+
+
+READ_ONLY_INSTALL = """
+import warnings, numba.core.caching as caching
+def unwritable(self):
+    raise OSError("read-only file system")
+caching._CacheLocator.ensure_cache_path = unwritable        # no cache folder anywhere is writable
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import numpy as np, reference
+    y = reference.S5(3, 4, seed=0)(np.ones((2, 300, 3)), method="numba")
+print(sum("cannot cache" in str(w.message) for w in caught), bool(np.isfinite(y).all()))
+"""
+
+
+def test_read_only_install_imports_and_runs_without_a_cache():
+    done = run_python(READ_ONLY_INSTALL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned, finite = done.stdout.split()
+    assert int(warned) > 0 and finite == "True", done.stdout
+
+
+# ----------------------------------------------------------------------------- untrusted files
+def saved_s5(folder, name="model.npz", config_changes=None, **param_changes):
+    """An .npz in the format of Layer.save, with some config entries or parameters replaced or added."""
+    import json
+    layer = S5(3, 4, seed=0)
+    path = os.path.join(folder, name)
+    np.savez_compressed(path, __config__=json.dumps({**layer.config, **(config_changes or {})}), __class__="S5",
+                        **{**layer.params, **param_changes})
+    return path
+
+
+def test_save_without_suffix_then_load_without_suffix():
+    layer = S5(3, 4, seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        layer.save(os.path.join(folder, "m"))                                    # np.savez writes m.npz
+        loaded = S5.load(os.path.join(folder, "m"))
+    np.testing.assert_array_equal(loaded(X), layer(X))
+
+
+def test_an_extra_huge_compressed_entry_is_refused_before_it_is_read():
+    """80 MB of zeros compress to ~80 kB; the name is refused from the archive's index (it cost 1.7 GB and
+    20 s for a 1.6 MB file before). tracemalloc sees every NumPy allocation."""
+    import tracemalloc
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder, extra=np.zeros(10_000_000))
+        tracemalloc.start()
+        with pytest.raises(ValueError, match="unexpected parameter 'extra'"):
+            S5.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak} bytes while refusing the file"
+
+
+def test_a_forged_config_size_is_refused_before_the_constructor_allocates():
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder, config_changes={"d_state": 10 ** 9})
+        with pytest.raises(ValueError, match=r"config d_state=1000000000 is larger than any array in the file"):
+            S5.load(path)
+
+
+def test_a_reshaped_parameter_is_refused_from_its_header():
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder, D=np.zeros(4))
+        with pytest.raises(ValueError, match=r"parameter 'D' must have shape \(3,\); got \(4,\)"):
+            S5.load(path)
+
+
+@pytest.mark.parametrize("cut", [0.0, 0.1, 0.5, 0.95, 0.999])
+def test_truncated_files_raise_value_error_naming_the_file(cut):
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder)
+        with open(path, "rb") as stream:
+            raw = stream.read()
+        with open(path, "wb") as stream:
+            stream.write(raw[:int(cut * len(raw))])
+        with pytest.raises(ValueError, match=f"{path}.*corrupted or truncated"):
+            S5.load(path)
+
+
+def test_corrupted_bytes_raise_value_error_naming_the_file():
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder)
+        with open(path, "r+b") as stream:
+            stream.seek(200)
+            stream.write(b"\xff" * 64)
+        with pytest.raises(ValueError, match=path):
+            S5.load(path)
+
+
+@pytest.mark.parametrize("name, value, error, message", [
+    ("D", np.array([0.1, np.nan, 0.3]), ValueError, "'D' must be finite; got nan at index \\(1,\\)"),
+    ("log_dt", np.full(4, -np.inf), ValueError, "'log_dt' must be finite; got -inf"),
+    ("D", np.ones(3, bool), TypeError, "'D' .*must be a real floating-point array; got dtype bool"),
+])
+def test_non_finite_and_bool_parameters_are_refused_at_load(name, value, error, message):
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder, **{name: value})
+        with pytest.raises(error, match=message):
+            S5.load(path)
+
+
+def test_a_pickled_object_entry_is_refused_without_unpickling():
+    with tempfile.TemporaryDirectory() as folder:
+        path = saved_s5(folder, D=np.array([object(), 1, 2], dtype=object))
+        with pytest.raises(ValueError, match="holds Python objects"):
+            S5.load(path)
+
+
+# ----------------------------------------------------------------------------- memory follows the data
+def peak_bytes(function):
+    """Peak bytes allocated (NumPy included) while `function()` runs."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_multiresconv_memory_follows_the_input_not_max_len():
+    """The zero history (b, R − 1, H) was built on every call: 1.6 GB at max_len 65536 for 256 steps."""
+    from reference import MultiresConv
+    x = np.random.default_rng(6).normal(size=(4, 256, 8))                        # (b, L, H): 64 kB
+    short, long = MultiresConv(8, max_len=256, seed=0), MultiresConv(8, max_len=1 << 16, seed=0)
+    assert peak_bytes(lambda: long(x)) < 4 * peak_bytes(lambda: short(x))       # J grows 8 → 16, not R
+    y, history = long(x, return_state=True)                                      # the state is asked for: built
+    assert history.shape == (4, long.receptive_field - 1, 8)
+
+
+@pytest.mark.parametrize("mode", ["stride", "mean", "max"])
+def test_pooling_with_a_huge_stride_allocates_by_the_sequence(mode):
+    from reference import pool
+    x = np.random.default_rng(7).normal(size=(2, 100, 4))
+    lengths, tau = np.array([100, 37]), np.ones((2, 100))
+    whole = pool(x, lengths, tau, mode=mode, stride=100)
+    assert peak_bytes(lambda: pool(x, lengths, tau, mode=mode, stride=10 ** 9)) < 100_000
+    for got, want in zip(pool(x, lengths, tau, mode=mode, stride=10 ** 9), whole):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_lssl_event_transitions_are_formed_a_chunk_at_a_time(monkeypatch):
+    from reference import LSSL
+    from reference.layers import lssl
+    layer = LSSL(3, 4, seed=0)
+    rng = np.random.default_rng(8)
+    x, tau = rng.normal(size=(2, 50, 3)), rng.exponential(size=(2, 50))
+    whole = layer(x, integration_timesteps=tau)
+    per_step = 2 * 3 * 4 * 4 * 8                                                 # b·H·N²·8 bytes
+    monkeypatch.setattr(lssl, "EVENT_MEMORY_LIMIT", 7 * per_step)                # 7 steps per chunk
+    np.testing.assert_array_equal(layer(x, integration_timesteps=tau), whole)
+    monkeypatch.setattr(lssl, "EVENT_MEMORY_LIMIT", per_step - 1)
+    with pytest.raises(ValueError, match=r"b·H·N² = 2·3·4² dense transition entries of 8 bytes per time step"):
+        layer(x, integration_timesteps=tau)

@@ -111,9 +111,11 @@ def full_system(layer):
     p, N, H, r = layer.params, layer.d_state, layer.d_model, layer.dt_rank
     conj = np.array([1.0, -1.0])
 
-    def doubled(rows):                                                                # rows (r + 4NH, ...) → (r + 8NH, ...)
+    def doubled(rows):                                                      # rows (r + 4NH, ...) → (r + 8NH, ...)
         tail = rows.shape[1:]
-        s, B, C = rows[:r], rows[r:r + 2 * N * H].reshape((N, H, 2) + tail), rows[r + 2 * N * H:].reshape((H, N, 2) + tail)
+        s = rows[:r]
+        B = rows[r:r + 2 * N * H].reshape((N, H, 2) + tail)
+        C = rows[r + 2 * N * H:].reshape((H, N, 2) + tail)
         flip = conj.reshape((1, 1, 2) + (1,) * len(tail))
         B2 = np.concatenate([B, B * flip], axis=0)                                     # (2N, H, 2, ...)
         C2 = np.concatenate([C, C * flip], axis=1)                                     # (H, 2N, 2, ...)

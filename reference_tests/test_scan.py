@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from reference.kernels.scan import scan_vjp_numba
 from reference.scan import SCAN_METHODS, combine, scan, scan_dense, scan_reverse, scan_vjp
-from parity_tests.strategies import batch_sizes, rng_from, scan_problem, seeds, sequence_lengths, stable_eigenvalues
+from parity_tests.strategies import examples, batch_sizes, rng_from, scan_problem, seeds, sequence_lengths, stable_eigenvalues
 from parity_tests.tolerances import FD_STEP, FD_TOLERANCE, assert_close
 
 
@@ -161,7 +161,7 @@ def _finite_difference(f, x):
     return grad
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(seed=seeds, L=sequence_lengths(9), complex_=st.booleans(), time_varying=st.booleans())
 def test_vjp_equals_finite_differences(seed, L, complex_, time_varying):
     rng = rng_from(seed)

@@ -13,11 +13,17 @@ from parity_tests.tolerances import FD_STEP, FD_TOLERANCE, PHI1_RTOL, assert_clo
 from reference.discretize import (METHODS, discretize, discretize_dense, discretize_dense_vjp,
                                   discretize_derivatives, phi1_derivative)
 from reference.layers.centaurus import Centaurus
+from reference.layers.deltaproduct import DeltaProduct
+from reference.layers.gated_deltanet import GatedDeltaNet
+from reference.layers.gla import GLA
 from reference.layers.lru import LRU
 from reference.layers.lssl import LSSL
 from reference.layers.multiresconv import MultiresConv
 from reference.layers.s4d import S4D
 from reference.layers.s5 import S5
+from reference.layers.rglru import RGLRU
+from reference.layers.s6 import S6
+from reference.layers.s7 import S7
 
 CONTINUOUS = ("zoh", "bilinear", "exp_euler", "async", "dirac")
 CASES = (
@@ -32,6 +38,20 @@ CASES = (
                                                 "discretization": m}) for m in ("bilinear", "async", "dirac")]
     + [(f"LSSL-{m}-learn_A={a}", LSSL, {"d_model": 2, "d_state": 3, "channels": 2, "discretization": m,
                                         "learn_A": a}) for m in ("zoh", "bilinear") for a in (False, True)]
+    + [(f"S6-{m}", S6, {"d_model": 3, "d_state": 2, "discretization": m}) for m in CONTINUOUS]
+    + [("S6-block", S6, {"d_model": 2, "d_state": 2, "block": True, "d_conv": 3, "bias": True})]
+    + [(f"S7-{m}", S7, {"d_model": 2, "d_state": 2, "discretization": m}) for m in CONTINUOUS]
+    + [("S7-conj_sym-clip-stablessm", S7, {"d_model": 2, "d_state": 2, "conj_sym": True, "clip_eigs": True,
+                                           "reparam": "stablessm"})]
+    + [("RGLRU", RGLRU, {"d_model": 4, "num_heads": 2}),
+       ("RGLRU-block", RGLRU, {"d_model": 2, "block": True, "lru_width": 4, "num_heads": 2,
+                               "conv1d_temporal_width": 3})]
+    + [("GLA", GLA, {"d_model": 4, "n_heads": 2, "gate_low_rank_dim": 2}),
+       ("GLA-linear-attention", GLA, {"d_model": 4, "n_heads": 2, "use_gate": False}),
+       ("GatedDeltaNet", GatedDeltaNet, {"d_model": 4, "n_heads": 2}),
+       ("GatedDeltaNet-DeltaNet-neg", GatedDeltaNet, {"d_model": 4, "n_heads": 2, "use_gate": False,
+                                                      "allow_neg_eigval": True}),
+       ("DeltaProduct", DeltaProduct, {"d_model": 4, "n_heads": 2, "n_householder": 2})]
     + [("MultiresConv-fading", MultiresConv, {"d_model": 2, "kernel_size": 3, "depth": 2}),
        ("MultiresConv-uniform", MultiresConv, {"d_model": 2, "kernel_size": 2, "depth": 3, "memory": "uniform",
                                                "memory_size": 5})]
@@ -55,8 +75,9 @@ def make_case(cls, kwargs, seed, with_tau, with_lengths, with_state, batch=2, L=
         tau[0, 1] = tau[-1, 3] = 0.0
     h0 = None
     if with_state:
-        zero = layer.init_state(batch)
-        h0 = rng.normal(size=zero.shape) + (1j * rng.normal(size=zero.shape) if np.iscomplexobj(zero) else 0)
+        zero = layer.init_state(batch)                          # an array, or a pair (S6 block: conv state, h)
+        draw = lambda z: rng.normal(size=z.shape) + (1j * rng.normal(size=z.shape) if np.iscomplexobj(z) else 0)  # noqa: E731
+        h0 = tuple(draw(z) for z in zero) if isinstance(zero, tuple) else draw(zero)
     return layer, x, grad_y, lengths, tau, h0
 
 
@@ -106,7 +127,9 @@ def test_vjp_equals_finite_differences(name, cls, kwargs, with_tau, with_lengths
     if h0 is None:
         assert grad_h0 is None
     else:
-        assert_fd(grad_h0, central_difference(loss, h0), f"{name}: initial_state")
+        pairs = zip(h0, grad_h0) if isinstance(h0, tuple) else [(h0, grad_h0)]
+        for i, (state, grad_state) in enumerate(pairs):
+            assert_fd(grad_state, central_difference(loss, state), f"{name}: initial_state part {i}")
 
 
 @pytest.mark.parametrize("name,cls,kwargs", [c for c in CASES if c[0].split("-")[0] in LINEAR_IN_INPUT],
@@ -120,10 +143,11 @@ def test_transpose_identity(name, cls, kwargs):
     assert_close(backward, forward, what=f"{name}: transpose identity")
 
 
-@pytest.mark.parametrize("name,cls,kwargs", [c for c in CASES if c[0].startswith("LSSL")],
-                         ids=[c[0] for c in CASES if c[0].startswith("LSSL")])
+@pytest.mark.parametrize("name,cls,kwargs", [c for c in CASES if c[0].startswith(("LSSL", "S6", "S7", "RGLRU", "GLA", "Gated", "Delta"))],
+                         ids=[c[0] for c in CASES if c[0].startswith(("LSSL", "S6", "S7", "RGLRU", "GLA", "Gated", "Delta"))])
 def test_transpose_identity_nonlinear(name, cls, kwargs):
-    """LSSL's read-out is nonlinear: ⟨J v, g⟩ by a central difference along v equals ⟨v, Jᵀ g⟩."""
+    """LSSL (gelu read-out), the selective and the matrix-state layers are nonlinear in x: ⟨J v, g⟩ by a central difference along v
+    equals ⟨v, Jᵀ g⟩."""
     layer, x, g, lengths, tau, h0 = make_case(cls, kwargs, 6, True, True, True)
     v = np.random.default_rng(7).normal(size=x.shape)                                     # (b, L, H)
     grad_x, _, _ = layer.vjp(g, x, lengths, tau, initial_state=h0)
@@ -214,3 +238,56 @@ def test_discretize_dense_vjp_equals_finite_differences(method):
     assert_fd(grad_A, central_difference(loss, A), f"{method}: A")
     assert_fd(grad_B, central_difference(loss, B), f"{method}: B")
     assert_fd(grad_dt, central_difference(loss, dt_box)[0], f"{method}: dt")
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["bare", "block"])
+def test_rglru_vjp_with_resets_equals_finite_differences(block):
+    """RG-LRU's resets (a_t ← 0, n_t ← 1, the conv window cut) in the backward pass."""
+    kwargs = {"d_model": 2, "block": True, "lru_width": 2, "conv1d_temporal_width": 3} if block else {"d_model": 2}
+    layer, x, grad_y, lengths, tau, h0 = make_case(RGLRU, kwargs, 17, True, True, True)
+    resets = np.zeros(x.shape[:2], bool)
+    resets[0, 2] = resets[1, 4] = True
+    grad_x, grads, grad_h0 = layer.vjp(grad_y, x, lengths, tau, initial_state=h0, resets=resets)
+    g = masked(grad_y, lengths)
+
+    def loss():
+        return float(np.sum(layer(x, lengths, tau, initial_state=h0, resets=resets) * g))
+
+    for key, value in layer.params.items():
+        assert_fd(grads[key], central_difference(loss, value), f"parameter {key}")
+    assert_fd(grad_x, central_difference(loss, x), "x")
+    assert_fd(grad_h0, central_difference(loss, h0), "initial_state")
+
+
+@pytest.mark.parametrize("num_classes", [3, 0], ids=["cross-entropy", "mse"])
+def test_classifier_loss_and_grad_equals_finite_differences(num_classes):
+    """Every parameter of a small mixed classifier, training mode with dropout (the same masks each call),
+    intermediate pooling, lengths and τ; and the loss is the one of the forward in evaluation mode."""
+    from reference.classifier import Classifier
+    rng = np.random.default_rng(19)
+    model = Classifier(input_dim=2, num_classes=num_classes, output_dim=2, d_model=3, d_state=2, n_layers=2,
+                       lrnn_cls=["S5", "LRU"], intermediate_pooling=["max", "mean"], pooling="last",
+                       dropout=0.3, seed=4)
+    x, lengths = rng.normal(size=(3, 7, 2)), np.array([7, 4, 2])
+    tau = rng.uniform(0.1, 2.0, (3, 7))
+    tau[1, 2] = 0.0
+    labels = rng.integers(0, 3, 3) if num_classes else rng.normal(size=(3, 2))
+    loss_eval, _ = model.loss_and_grad(x, labels, lengths, tau)
+    output = model(x, lengths, tau)
+    if num_classes:
+        expected = np.mean(np.log(np.exp(output).sum(axis=1)) - output[np.arange(3), labels])
+    else:
+        expected = np.mean((output - labels) ** 2)
+    assert_close(loss_eval, expected, what="loss")
+    model.train()
+    state = model.dropout_rng.bit_generator.state
+
+    def loss():
+        model.dropout_rng.bit_generator.state = state                     # the same dropout masks every call
+        return model.loss_and_grad(x, labels, lengths, tau)[0]
+
+    model.dropout_rng.bit_generator.state = state
+    _, grads = model.loss_and_grad(x, labels, lengths, tau)
+    assert set(grads) == set(model.params)
+    for key, value in model.params.items():
+        assert_fd(grads[key], central_difference(loss, value), key)

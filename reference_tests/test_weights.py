@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import reference
 from reference.layers import REGISTRY
-from parity_tests.strategies import classifier_configs, classifier_inputs, layer_config, rng_from, seeds
+from parity_tests.strategies import examples, classifier_configs, classifier_inputs, layer_config, rng_from, seeds
 
 LAYERS = sorted(REGISTRY)
 
@@ -30,7 +30,7 @@ def draw_layer(data, name):
 
 # ----------------------------------------------------------------------------- reference
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=3)
+@settings(max_examples=examples(3))
 @given(data=st.data())
 def test_reference_layer_save_load_is_exact(tmp_path_factory, name, data):
     layer, x = draw_layer(data, name)
@@ -42,7 +42,7 @@ def test_reference_layer_save_load_is_exact(tmp_path_factory, name, data):
     np.testing.assert_array_equal(loaded(x), layer(x))
 
 
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(data=st.data())
 def test_reference_classifier_save_load_is_exact(tmp_path_factory, data):
     config = data.draw(classifier_configs(), label="config")

@@ -12,6 +12,7 @@ from .scan import SCAN_METHODS, combine, scan, scan_dense, scan_reverse, scan_vj
 from .pooling import final_pool, pool  # noqa: E402
 from .layers import Centaurus, LSSL  # noqa: E402
 from .layers import LRU, S5, S4D  # noqa: E402
+from .layers import MultiresConv  # noqa: E402
 from .layers import S6  # noqa: E402
 from .layers import RGLRU, S7  # noqa: E402
 from .layers import GLA, GatedDeltaNet, DeltaProduct  # noqa: E402

@@ -14,8 +14,11 @@ Methods (`scan(..., method=)`):
 * "numba": the tuned `reference.kernels.scan.scan_numba` (in the tensors' own precision, writing into the output tensor's
   memory through zero-copy NumPy views) wrapped as the custom op `lrnn_spec::scan_numba`, with a fake
   impl so torch.compile traces it and an autograd formula that runs the same kernel backwards.
-* "chunked": reduce-then-scan over chunks of C ≈ √L steps, all chunks advanced by each torch op (see
-  `scan_chunked`); about 3·√L small ops, two reads of b, one write of h, no transposes.
+* "chunked": reduce-then-scan over chunks of about √L steps, all chunks advanced by each torch op (see
+  `scan_reduce_then_scan`); about 3·√L small ops, two reads of b, one write of h, no transposes.
+  Note: the reference's "chunked" (`scan_chunked`: local scans plus a carry, one pass that keeps every
+  local product) computes the same numbers by another chunked algorithm; this one reads b twice instead
+  of storing L products, which is what makes it the fast pure-torch path.
 * "blelloch", "hillis_steele": the associative scans of the reference over `combine`.
 * "compiled": torch._higher_order_ops.associative_scan (a torch prototype; explicit only, never auto).
 Measured (CPU time, 1 thread, (b, L, N) = (8, 4096, 64) complex64, best of 7, on the shared project
@@ -164,36 +167,37 @@ def _addcmul_into(out, x, y, z):
     return torch.addcmul(x, y, z, out=out)
 
 
-def scan_chunked(a, b, h0=None, chunk=None):
-    """Reduce-then-scan over K chunks of C steps, every chunk advanced at once by each torch op:
+def scan_reduce_then_scan(a, b, h0=None, chunk=None):
+    """Reduce-then-scan over n_chunks chunks of `size` steps, every chunk advanced at once by each torch op:
     1. each chunk's end value ℓ from a zero start and its total decay P = Π a_t   (one read of b);
-    2. the carry between chunks, start_k = P_{k−1}·start_{k−1} + ℓ_{k−1}           (K small steps);
+    2. the carry between chunks, start_k = P_{k−1}·start_{k−1} + ℓ_{k−1}           (n_chunks small steps);
     3. each chunk's recurrence again from its true start, writing h              (a second read of b).
-    The last L − K·C steps (fewer than C) continue from the carry. Nothing is divided. Time-last memory
-    is copied to time-major first: each op then reads contiguous rows (measured 5–10× faster in total)."""
+    The last L − n_chunks·size steps (fewer than size) continue from the carry. Nothing is divided.
+    Time-last memory is copied to time-major first: each op then reads contiguous rows (measured 5–10×
+    faster in total)."""
     if b.shape[1] > 1 and b.stride(1) == 1:                                         # (b, L, S...) view of time-last data
         a, b = a.contiguous(), b.contiguous()
     batch, L, S = b.shape[0], b.shape[1], b.shape[2:]
-    C = min(L, chunk or _default_chunk(L))
-    K, T = L // C, (L // C) * C                                                     # full chunks, steps in them
-    chunks = lambda x: x[:, :T].reshape(x.shape[0], K, C, *x.shape[2:])            # noqa: E731  (b, K, C, S...)
-    a_chunks = chunks(a) if a.shape[1] > 1 else a[:, :, None]                      # (b|1, K|1, C|1, S...) view
-    b_chunks = chunks(b)                                                            # (b, K, C, S...) view
-    a_at = lambda c: a_chunks[:, :, min(c, a_chunks.shape[2] - 1)]                 # noqa: E731  (b|1, K|1, S...)
-    end = torch.zeros_like(b_chunks[:, :, 0])                                       # ℓ (b, K, S...)
-    decay = torch.ones_like(a_at(0))                                                # P (b|1, K|1, S...)
-    for c in range(C):                                                              # 1. chunk ends
+    size = min(L, chunk or _default_chunk(L))
+    n_chunks, T = L // size, (L // size) * size                                     # full chunks, steps in them
+    chunks = lambda x: x[:, :T].reshape(x.shape[0], n_chunks, size, *x.shape[2:])  # noqa: E731  (b, chunks, size, S...)
+    a_chunks = chunks(a) if a.shape[1] > 1 else a[:, :, None]                      # (b|1, chunks|1, size|1, S...) view
+    b_chunks = chunks(b)                                                            # (b, chunks, size, S...) view
+    a_at = lambda c: a_chunks[:, :, min(c, a_chunks.shape[2] - 1)]                 # noqa: E731  (b|1, chunks|1, S...)
+    end = torch.zeros_like(b_chunks[:, :, 0])                                       # ℓ (b, chunks, S...)
+    decay = torch.ones_like(a_at(0))                                                # P (b|1, chunks|1, S...)
+    for c in range(size):                                                           # 1. chunk ends
         end = torch.addcmul(b_chunks[:, :, c], a_at(c), end)
         decay = decay * a_at(c)
     carry = torch.zeros_like(b[:, 0]) if h0 is None else h0                         # (b, S...)
     starts = []
-    for k in range(K):                                                              # 2. carry between chunks
+    for k in range(n_chunks):                                                       # 2. carry between chunks
         starts.append(carry)
         carry = torch.addcmul(end[:, k], decay[:, min(k, decay.shape[1] - 1)], carry)
-    state = torch.stack(starts, dim=1)                                              # (b, K, S...)
+    state = torch.stack(starts, dim=1)                                              # (b, chunks, S...)
     h = torch.empty_like(b)                                                         # (b, L, S...)
-    h_chunks = chunks(h)                                                            # (b, K, C, S...) view
-    for c in range(C):                                                              # 3. chunks from their starts
+    h_chunks = chunks(h)                                                            # (b, chunks, size, S...) view
+    for c in range(size):                                                           # 3. chunks from their starts
         state = _addcmul_into(h_chunks[:, :, c], b_chunks[:, :, c], a_at(c), state)
     for t in range(T, L):                                                           # the tail, if any
         carry = torch.addcmul(b[:, t], a[:, min(t, a.shape[1] - 1)], carry)
@@ -223,13 +227,12 @@ def scan_hillis_steele(a, b, h0=None):
 
 def scan_blelloch(a, b, h0=None):
     """Work-efficient up-sweep/down-sweep on the time axis, padded with the identity (1, 0) to 2^k."""
+    a, b = _elements(a, b, h0)                                                      # (b, L, S...)
     L = b.shape[1]
     n = 1 << (L - 1).bit_length()                                                  # next power of two
     A = torch.ones((b.shape[0], n) + b.shape[2:], dtype=b.dtype, device=b.device)  # (b, n, S...)
     Bv = torch.zeros_like(A)                                                        # (b, n, S...)
     A[:, :L], Bv[:, :L] = a, b
-    if h0 is not None:
-        Bv[:, 0] += A[:, 0] * h0
     span = 1
     while span < n:                                                                 # up-sweep
         right, left = slice(2 * span - 1, n, 2 * span), slice(span - 1, n, 2 * span)
@@ -243,8 +246,7 @@ def scan_blelloch(a, b, h0=None):
         A[:, left], Bv[:, left] = A[:, right], Bv[:, right]
         A[:, right], Bv[:, right] = combine((A[:, right], Bv[:, right]), left_sum)
     # Bv now holds the exclusive prefixes; one more combine with each element makes them inclusive.
-    first = Bv[:, :L] if h0 is None else torch.cat([h0[:, None], Bv[:, 1:L]], dim=1)
-    return a * first + b
+    return a * Bv[:, :L] + b
 
 
 try:  # a prototype in torch: present in recent versions only, and only ever chosen explicitly
@@ -260,7 +262,7 @@ def scan_compiled(a, b, h0=None):
     return _associative_scan(combine, (a, b), dim=1, combine_mode=mode)[1]
 
 
-_KERNELS = {"chunked": scan_chunked, "blelloch": scan_blelloch,
+_KERNELS = {"chunked": scan_reduce_then_scan, "blelloch": scan_blelloch,
             "hillis_steele": scan_hillis_steele, "compiled": scan_compiled}
 
 
@@ -311,7 +313,7 @@ class _ParallelScan(torch.autograd.Function):
     @staticmethod
     def forward(a, b, h0, method, chunk):
         if method == "chunked":
-            return scan_chunked(a, b, h0, chunk)
+            return scan_reduce_then_scan(a, b, h0, chunk)
         return _KERNELS[method](a, b, h0)
 
     @staticmethod

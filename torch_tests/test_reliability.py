@@ -240,3 +240,65 @@ def test_check_finite_works_on_a_plain_torch_module():
         gru.weight_ih_l0[0, 0] = float("nan")
     report = debug.check_finite(gru, features())
     assert not report.ok and report.first.what == "output"
+
+
+# ----------------------------------------------------------------------------- every layer under autocast
+AUTOCAST_LAYERS = {"LRU": dict(d_state=4), "S5": dict(d_state=4), "S4D": dict(d_state=2),
+                   "Centaurus": dict(d_state=4, sub_state_dim=2), "LSSL": dict(d_state=4),
+                   "MultiresConv": dict(max_len=16)}
+
+
+@pytest.mark.parametrize("name", sorted(AUTOCAST_LAYERS))
+def test_every_layer_under_autocast_computes_in_float32(name):
+    layer = torch_backend.REGISTRY[name](3, seed=0, **AUTOCAST_LAYERS[name])
+    x = features()
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)                                            # float32 input: no rounding before the layer
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+
+
+# ----------------------------------------------------------------------------- files, workers, memory
+def test_torch_load_refuses_untrusted_files_like_the_reference(tmp_path):
+    import json
+    ref = reference.S5(3, 4, seed=0)
+    cases = {"extra": dict(ref.params, extra=np.zeros(1000)), "nan": dict(ref.params, D=np.full(3, np.nan)),
+             "forged": dict(ref.params)}
+    for case, params in cases.items():
+        config = {**ref.config, "d_state": 10 ** 9} if case == "forged" else ref.config
+        path = tmp_path / f"{case}.npz"
+        np.savez_compressed(path, __config__=json.dumps(config), __class__="S5", **params)
+        same_error(lambda: reference.S5.load(path), lambda: torch_backend.S5.load(path))
+    path = tmp_path / "truncated.npz"
+    ref.save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    same_error(lambda: reference.S5.load(path), lambda: torch_backend.S5.load(path))
+
+
+def torch_layer_output(seed):
+    layer = torch_backend.S5(3, 4, seed=0)
+    with torch.no_grad():
+        return layer(features(batch=4, L=4096, seed=seed)).numpy()             # b·L·N = 65 536: parallel kernel
+
+
+def test_forked_workers_run_torch_layers_after_the_parent_did():
+    import multiprocessing
+    expected = [torch_layer_output(seed) for seed in (0, 1)]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.map_async(torch_layer_output, [0, 1]).get(timeout=300)
+    for got, want in zip(results, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_lssl_with_autograd_names_the_sizes_beyond_the_memory_limit(monkeypatch):
+    from reference.layers import lssl
+    layer = torch_backend.LSSL(3, 4, seed=0).double()
+    x, tau = torch.randn(2, 50, 3, dtype=torch.float64), torch.rand(2, 50, dtype=torch.float64)
+    with torch.no_grad():
+        whole = layer(x, integration_timesteps=tau)
+    monkeypatch.setattr(lssl, "EVENT_MEMORY_LIMIT", 2 * 3 * 4 * 4 * 8 * 7)      # 7 steps of transitions
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, integration_timesteps=tau), whole, rtol=1e-15, atol=1e-15)
+    with pytest.raises(ValueError, match=r"b·L·H·N² = 2·50·3·4² .* kept for the backward pass"):
+        layer(x, integration_timesteps=tau)

@@ -69,3 +69,25 @@ def test_classifier_builds_s6_mixers_and_matches_the_reference():
     module = from_reference(reference).eval()
     assert_close(module(torch.tensor(x), torch.tensor(lengths)).detach().numpy(), reference(x, lengths),
                  what="classifier with S6 mixers, torch vs reference")
+
+
+def test_upstream_state_dict_loads():
+    """A Mamba mixer state dict under mamba_ssm's names (here the mamba-minimal golden block) loads with
+    load_state_dict and gives the upstream output."""
+    with np.load("parity_tests/golden/s6_block_L17.npz", allow_pickle=False) as data:
+        golden = {key: data[key] for key in data.files}
+    layer = S6(d_model=4, d_state=3, dt_rank=1, block=True, expand=2, d_conv=4, seed=0).double()
+    layer.load_state_dict({k: torch.tensor(v) for k, v in golden.items() if k not in ("x", "y", "meta")})
+    assert_close(layer(torch.tensor(golden["x"])).detach().numpy(), golden["y"], dtype="golden",
+                 what="torch S6(block=True) with an upstream state dict")
+
+
+@pytest.mark.parametrize("method", ["fused", "chunked"])
+@pytest.mark.parametrize("block", [False, True])
+def test_gradient_causality(method, block):
+    """∂y_t/∂x_s = 0 for s > t (SPEC §4.8: causality of values and gradients)."""
+    layer, x, tau, _, _, _ = problem("zoh", block, True, L=20)
+    t = 9
+    y = layer(x, integration_timesteps=tau, method=method)
+    (grad,) = torch.autograd.grad(y[:, t].sum(), x)
+    assert torch.all(grad[:, t + 1:] == 0) and torch.any(grad[:, :t + 1] != 0)

@@ -22,7 +22,7 @@ from torch_backend.exchange import from_reference, to_reference
 from torch_backend.layers._base import Layer, draw_seed
 from torch_backend.layers._checks import check_input, check_state
 from torch_backend.scan import SCAN_METHODS, _associative_scan, scan, scan_dense, scan_reverse, scan_vjp
-from parity_tests.strategies import (batch_sizes, rng_from, scan_problem, scan_problems, seeds, sequence_lengths,
+from parity_tests.strategies import (examples, batch_sizes, rng_from, scan_problem, scan_problems, seeds, sequence_lengths,
                                      stable_eigenvalues)
 from parity_tests.tolerances import assert_close
 
@@ -113,7 +113,7 @@ def test_reference_vjp_equals_torch_autograd(seed, L, complex_, time_varying):
 
 
 @given(problem=problems)
-@settings(max_examples=12)
+@settings(max_examples=examples(12))
 def test_every_scan_method_equals_reference(dtype, problem):
     rng = rng_from(problem.pop("seed"))
     a, b, h0 = scan_problem(rng, **problem)
@@ -125,7 +125,7 @@ def test_every_scan_method_equals_reference(dtype, problem):
 
 
 @given(seed=seeds, L=sequence_lengths(40))
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_chunked_equals_reference_for_every_chunk(seed, L):
     a, b, h0 = scan_problem(rng_from(seed), 2, L, 3, True, True, True)
     expected = ref_scan(a, b, h0)
@@ -149,7 +149,7 @@ def test_trailing_axes_time_last_layout_and_real_a_with_complex_b(method):
 
 @pytest.mark.parametrize("method", METHODS)
 @given(problem=problems)
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 def test_gradients_equal_reference_vjp(method, problem):
     rng = rng_from(problem.pop("seed"))
     a, b, h0 = scan_problem(rng, **problem)

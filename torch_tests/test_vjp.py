@@ -17,11 +17,17 @@ from reference import optim
 from reference.classifier import Classifier
 from reference.discretize import (DENSE_METHODS, METHODS, discretize_dense_vjp, discretize_derivatives)
 from reference.layers.centaurus import Centaurus
+from reference.layers.deltaproduct import DeltaProduct
+from reference.layers.gated_deltanet import GatedDeltaNet
+from reference.layers.gla import GLA
 from reference.layers.lru import LRU
 from reference.layers.lssl import LSSL
 from reference.layers.multiresconv import MultiresConv
 from reference.layers.s4d import S4D
 from reference.layers.s5 import S5
+from reference.layers.rglru import RGLRU
+from reference.layers.s6 import S6
+from reference.layers.s7 import S7
 from reference.pooling import FINAL_MODES, INTERMEDIATE_MODES, final_pool_vjp, pool_vjp
 from torch_backend.exchange import from_reference
 
@@ -38,6 +44,20 @@ CASES = (
        for mode in ("neck", "pointwise", "dws", "full") for m in CONTINUOUS]
     + [(f"LSSL-{m}-learn_A={a}", LSSL, {"d_model": 2, "d_state": 3, "channels": 2, "discretization": m,
                                         "learn_A": a}) for m in DENSE_METHODS for a in (False, True)]
+    + [(f"S6-{m}", S6, {"d_model": 3, "d_state": 2, "discretization": m}) for m in CONTINUOUS]
+    + [("S6-block", S6, {"d_model": 2, "d_state": 2, "block": True, "d_conv": 3, "bias": True})]
+    + [(f"S7-{m}", S7, {"d_model": 2, "d_state": 2, "discretization": m}) for m in CONTINUOUS]
+    + [("S7-conj_sym-clip-stablessm", S7, {"d_model": 2, "d_state": 2, "conj_sym": True, "clip_eigs": True,
+                                           "reparam": "stablessm"})]
+    + [("RGLRU", RGLRU, {"d_model": 4, "num_heads": 2}),
+       ("RGLRU-block", RGLRU, {"d_model": 2, "block": True, "lru_width": 4, "num_heads": 2,
+                               "conv1d_temporal_width": 3})]
+    + [("GLA", GLA, {"d_model": 4, "n_heads": 2, "gate_low_rank_dim": 2}),
+       ("GLA-linear-attention", GLA, {"d_model": 4, "n_heads": 2, "use_gate": False}),
+       ("GatedDeltaNet", GatedDeltaNet, {"d_model": 4, "n_heads": 2}),
+       ("GatedDeltaNet-DeltaNet-neg", GatedDeltaNet, {"d_model": 4, "n_heads": 2, "use_gate": False,
+                                                      "allow_neg_eigval": True}),
+       ("DeltaProduct", DeltaProduct, {"d_model": 4, "n_heads": 2, "n_householder": 2})]
     + [("MultiresConv-fading", MultiresConv, {"d_model": 2, "kernel_size": 3, "depth": 2}),
        ("MultiresConv-uniform", MultiresConv, {"d_model": 2, "kernel_size": 2, "depth": 3, "memory": "uniform",
                                                "memory_size": 5})]
@@ -67,8 +87,9 @@ def make_case(cls, kwargs, seed, with_extras, batch=2, L=7):
         if getattr(layer, "accepts_timesteps", True):
             tau = rng.uniform(0.2, 2.0, (batch, L))                                       # (b, L)
             tau[0, 2] = tau[1, 0] = 0.0
-        zero = layer.init_state(batch)
-        h0 = rng.normal(size=zero.shape) + (1j * rng.normal(size=zero.shape) if np.iscomplexobj(zero) else 0)
+        zero = layer.init_state(batch)                          # an array, or a pair (S6 block: conv state, h)
+        draw = lambda z: rng.normal(size=z.shape) + (1j * rng.normal(size=z.shape) if np.iscomplexobj(z) else 0)  # noqa: E731
+        h0 = tuple(draw(z) for z in zero) if isinstance(zero, tuple) else draw(zero)
     return layer, x, grad_y, lengths, tau, h0
 
 
@@ -78,7 +99,9 @@ def test_vjp_equals_torch_autograd(name, cls, kwargs, with_extras):
     layer, x, grad_y, lengths, tau, h0 = make_case(cls, kwargs, 21, with_extras)
     grad_x, grads, grad_h0 = layer.vjp(grad_y, x, lengths, tau, initial_state=h0)
     module = from_reference(layer, dtype=torch.float64)
-    x_t, h0_t = t(x).requires_grad_(), None if h0 is None else t(h0).requires_grad_()
+    x_t = t(x).requires_grad_()
+    h0_t = None if h0 is None else (tuple(t(s).requires_grad_() for s in h0) if isinstance(h0, tuple)
+                                    else t(h0).requires_grad_())
     y = module(x_t, t(lengths), t(tau), initial_state=h0_t)
     (y * t(masked(grad_y, lengths))).sum().backward()
     named = dict(module.named_parameters())
@@ -87,7 +110,9 @@ def test_vjp_equals_torch_autograd(name, cls, kwargs, with_extras):
         assert_close(grads[key], param.grad.numpy(), what=f"{name}: parameter {key}")
     assert_close(grad_x, x_t.grad.numpy(), what=f"{name}: x")
     if h0 is not None:
-        assert_close(grad_h0, h0_t.grad.numpy(), what=f"{name}: initial_state")
+        pairs = zip(grad_h0, h0_t) if isinstance(h0, tuple) else [(grad_h0, h0_t)]
+        for i, (ours, theirs) in enumerate(pairs):
+            assert_close(ours, theirs.grad.numpy(), what=f"{name}: initial_state part {i}")
 
 
 # ----------------------------------------------------------------------------- discretisation

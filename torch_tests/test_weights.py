@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import reference
 from reference.layers import REGISTRY
 from parity_tests.backend import check
-from parity_tests.strategies import classifier_configs, classifier_inputs, layer_config, rng_from, seeds
+from parity_tests.strategies import examples, classifier_configs, classifier_inputs, layer_config, rng_from, seeds
 
 LAYERS = sorted(REGISTRY)
 
@@ -57,7 +57,7 @@ def first_mismatch(expected, actual):
 
 # ----------------------------------------------------------------------------- backend and across backends
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=2)
+@settings(max_examples=examples(2))
 @given(data=st.data())
 def test_backend_state_dict_round_trip_is_exact(backend, tmp_path_factory, name, data):
     torch = pytest.importorskip("torch")
@@ -73,7 +73,7 @@ def test_backend_state_dict_round_trip_is_exact(backend, tmp_path_factory, name,
 
 
 @pytest.mark.parametrize("name", LAYERS)
-@settings(max_examples=2)
+@settings(max_examples=examples(2))
 @given(data=st.data())
 def test_npz_cross_loads_between_backends_exactly(backend, tmp_path_factory, name, data):
     layer, x = draw_layer(data, name)
@@ -91,7 +91,7 @@ def test_npz_cross_loads_between_backends_exactly(backend, tmp_path_factory, nam
     assert_same_params(back.params, layer.params)
 
 
-@settings(max_examples=4)
+@settings(max_examples=examples(4))
 @given(data=st.data())
 def test_classifier_cross_loads_between_backends_exactly(backend, tmp_path_factory, data):
     config = data.draw(classifier_configs(), label="config")

@@ -1,6 +1,6 @@
 """A deliberately broken backend adapter: torch_backend with two defects a published peer shipped (SPEC §10).
 
-    pytest parity_tests --backend book.examples.broken_backend -k "bilinear or stride"
+    pytest parity_tests --backend parity_tests.examples.broken_backend -k "bilinear or stride"
 
 (run from the repository root) must FAIL: the parity suite catches both defects with a readable message.
 It is also the smallest example of an adapter — a module exposing the names listed in

@@ -17,6 +17,7 @@ The kernels themselves are unchanged by this: `kernel.parallel` and `kernel.seri
 """
 import os
 import threading
+import types
 import warnings
 
 import numba
@@ -59,7 +60,7 @@ class ParallelKernel:
     def __init__(self, function, options):
         self.py_func = function
         self.parallel = njit_cached(parallel=True, **options)(function)
-        self.serial = njit_cached(**options)(function)
+        self.serial = njit_cached(**options)(_renamed(function, "_serial"))
         self.__name__, self.__doc__ = function.__name__, function.__doc__
 
     def __call__(self, *args):
@@ -80,6 +81,16 @@ def _threading_layer():
         return numba.threading_layer()
     except ValueError:                     # no layer started (NUMBA_DISABLE_JIT=1 runs plain Python)
         return None
+
+
+def _renamed(function, suffix):
+    """A copy of `function` under another qualified name. Numba's cache files are named after the
+    qualified name and its index does not tell `parallel=True` builds from serial ones: the two twins
+    of one function would load each other's machine code."""
+    twin = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix,
+                              function.__defaults__, function.__closure__)
+    twin.__qualname__ = function.__qualname__ + suffix
+    return twin
 
 
 def parallel_kernel(**options):

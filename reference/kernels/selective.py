@@ -6,7 +6,8 @@ and the discretisation, the forward forms Ā_t and γ̄_t B_t v_t on the fly and
 time loop, so no (b, L, E, N) array exists; rows (b, e) run in parallel. It returns y (b, L, E) = Σ_n C_t h_t +
 D v_t, the state after step len_b − 1 and the states at the chunk starts. The fused backward reruns each chunk
 from its stored start state (chunk length CHUNK) and runs the reverse scan of SPEC §3 through it, with the
-derivatives of Ā, γ̄ with respect to Δ and A of each method (φ1'(z) = (e^z − φ1(z))/z, ½ at z = 0).
+derivatives of Ā, γ̄ with respect to Δ and A of each method, formed from the chunk's stored Ā_t, γ̄_t
+without a new exponential (φ1'(z) = (e^z − φ1(z))/z, its series ½ + z/3 + z²/8 near 0).
 Gradients of B_t and C_t (shared by the E channels) are summed over E in per-group buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
@@ -31,11 +32,11 @@ def _phi1(z):
 
 
 @njit_cached(inline="always")
-def _dphi1(z):
-    """φ1'(z) = (e^z − φ1(z))/z, with a series near 0 (½ + z/3 + z²/8)."""
+def _dphi1(z, exp_z, phi1_z):
+    """φ1'(z) = (e^z − φ1(z))/z from e^z and φ1(z) already at hand; the series ½ + z/3 + z²/8 near 0."""
     if abs(z) < 1e-4:
         return 0.5 + z / 3.0 + z * z / 8.0
-    return (np.exp(z) - np.expm1(z) / z) / z
+    return (exp_z - phi1_z) / z
 
 
 @njit_cached(inline="always")
@@ -57,22 +58,23 @@ def _discrete(a, dt, tau, method):
 
 
 @njit_cached(inline="always")
-def _derivatives(a, dt, tau, method):
-    """(∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) for one (e, n) at one step."""
+def _derivatives(a, dt, tau, method, A_bar, gamma_bar):
+    """(∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) for one (e, n) at one step, from its (Ā, γ̄) (no new exponential)."""
     dt_A = tau * dt
     z = a * dt_A if dt_A != 0.0 else 0.0
     if method == 1:
         q = 1.0 / (1.0 - z / 2) ** 2
         return a * tau * q, dt_A * q, tau * q, dt_A * dt_A * q / 2
-    A_bar = np.exp(z)
     dA_ddt, dA_da = a * tau * A_bar, dt_A * A_bar
-    if method == 0:
-        return dA_ddt, dA_da, tau * A_bar, dt_A * dt_A * _dphi1(z)
+    if method == 0:                                          # γ̄ = Δ_A φ1(z), e^z = Ā
+        phi1_z = gamma_bar / dt_A if dt_A != 0.0 else 1.0
+        return dA_ddt, dA_da, tau * A_bar, dt_A * dt_A * _dphi1(z, A_bar, phi1_z)
     if method == 2:
         return dA_ddt, dA_da, tau, 0.0
-    if method == 3:
+    if method == 3:                                          # γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
         w = a * dt
-        return dA_ddt, dA_da, np.exp(w), dt * dt * _dphi1(w)
+        exp_w = 1.0 + a * gamma_bar
+        return dA_ddt, dA_da, exp_w, dt * dt * _dphi1(w, exp_w, gamma_bar / dt)
     return dA_ddt, dA_da, 0.0, 0.0
 
 
@@ -105,6 +107,8 @@ def _backward_kernel(v, dt, A, B, C, D, tau, last, method, chunk_states, gy, gh_
     for task in prange(batch * GROUPS):
         i, group = np.int64(task) // GROUPS, np.int64(task) % GROUPS
         states = np.empty((CHUNK + 1, N))                                       # h_{start−1} .. h_{end}
+        A_bars = np.empty((CHUNK, N))                                           # Ā_t of the chunk
+        gammas = np.empty((CHUNK, N))                                           # γ̄_t of the chunk
         lam = np.zeros(N)
         for e in range(group * per_group, min(E, (group + 1) * per_group)):
             lam[:] = 0.0
@@ -115,6 +119,7 @@ def _backward_kernel(v, dt, A, B, C, D, tau, last, method, chunk_states, gy, gh_
                 for t in range(start, end):                                     # rerun the chunk
                     for n in range(N):
                         A_bar, gamma_bar = _discrete(A[e, n], dt[i, t, e], tau[i, t], method)
+                        A_bars[t - start, n], gammas[t - start, n] = A_bar, gamma_bar
                         states[t - start + 1, n] = A_bar * states[t - start, n] + gamma_bar * B[i, t, n] * v[i, t, e]
                 for t in range(end - 1, start - 1, -1):                         # reverse scan through it
                     g_y = gy[i, t, e]
@@ -126,8 +131,9 @@ def _backward_kernel(v, dt, A, B, C, D, tau, last, method, chunk_states, gy, gh_
                         lam[n] = g_y * C[i, t, n] + A_next[n] * lam[n]
                         if t == last[i]:
                             lam[n] += gh_last[i, e, n]
-                        A_bar, gamma_bar = _discrete(A[e, n], dt[i, t, e], tau[i, t], method)
-                        dA_ddt, dA_da, dg_ddt, dg_da = _derivatives(A[e, n], dt[i, t, e], tau[i, t], method)
+                        A_bar, gamma_bar = A_bars[t - start, n], gammas[t - start, n]
+                        dA_ddt, dA_da, dg_ddt, dg_da = _derivatives(A[e, n], dt[i, t, e], tau[i, t], method,
+                                                                    A_bar, gamma_bar)
                         g_A_bar = lam[n] * h_prev
                         g_gamma = lam[n] * B[i, t, n] * v[i, t, e]
                         g_dt += g_A_bar * dA_ddt + g_gamma * dg_ddt

@@ -4,6 +4,9 @@ Shared behaviour is a set of functions and this one small base class (STYLE 15);
 in the layer files, their checks in `_checks.py`, their shared math in `_math.py`.
 """
 import json
+import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -11,8 +14,10 @@ import numpy as np
 class Layer:
     """Parameters in `self.params` (flat dict of real float64 arrays), arguments in `self.config`.
 
-    Subclasses set both in __init__ (from a seed) and implement __call__, init_state, step and,
-    when time-invariant, kernel.
+    Subclasses set both in __init__ (from a seed) and read in one order (STYLE 16): `discrete_system(tau=None)`
+    (the layer's discrete system for timesteps τ), `read_out(states, x)` (the read-out formula, written
+    once), then `__call__` (opening with `prepare_call`), `step` (reusing `read_out`), `kernel`
+    (time-invariant layers) and `init_state`.
     """
 
     config: dict
@@ -34,7 +39,7 @@ class Layer:
     @classmethod
     def load(cls, path):
         """Read a layer written by `save`; a file from another configuration raises naming the parameter."""
-        config, params = read_saved(path, cls.__name__)
+        config, params = read_saved(path, cls)
         return cls.from_params(config, params)
 
     def __repr__(self):
@@ -42,23 +47,125 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-def read_saved(path, class_name):
-    """(config, params) from an .npz file written by `save`; a file saved from another layer class
-    raises ValueError naming both classes."""
-    with np.load(path) as data:
-        if "__config__" not in data.files:
-            raise ValueError(f"{path} was not written by Layer.save: it has no __config__ entry")
-        saved_class = str(data["__class__"]) if "__class__" in data.files else class_name
-        if saved_class != class_name:
-            raise ValueError(f"{path} holds a {saved_class} layer; load it with {saved_class}.load, "
-                             f"not {class_name}.load")
-        config = json.loads(str(data["__config__"]))
-        params = {k: data[k] for k in data.files if k not in ("__config__", "__class__")}
+def read_saved(path, layer_class):
+    """(config, params) from an .npz file written by `save`, read as untrusted data (both backends load
+    through this). Nothing is executed (no pickles) and nothing large is read or built before it is known
+    to be expected:
+    1. the archive's member list and each array's header (name, shape, dtype) — a few bytes each;
+    2. the class name and the JSON config (small string arrays); every integer in the config that sizes
+       something must be found among the arrays' dimensions (or count them), so a forged config cannot make
+       the constructor allocate more than the file declares;
+    3. the expected names and shapes, from the reference class built with that config, against the headers:
+       a missing, unexpected or reshaped parameter is refused before any parameter is read;
+    4. the parameters, each checked real (not bool) and finite.
+    A corrupted or truncated file raises ValueError naming it. `layer_class`: the reference class (or its
+    name, which skips step 3). `path` may omit the ".npz" suffix that `save` (np.savez) appends.
+    """
+    class_name = layer_class if isinstance(layer_class, str) else layer_class.__name__
+    path = _npz_path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = _array_headers(archive, path)
+            if "__config__" not in headers:
+                raise ValueError(f"{path} was not written by Layer.save: it has no __config__ entry")
+            saved_class = _read_text(archive, headers, "__class__", path) if "__class__" in headers else class_name
+            if saved_class != class_name:
+                raise ValueError(f"{path} holds a {saved_class} layer; load it with {saved_class}.load, "
+                                 f"not {class_name}.load")
+            try:
+                config = json.loads(_read_text(archive, headers, "__config__", path))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} has a __config__ entry that is not JSON: {error}") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{path} has a __config__ entry that is not a dict of constructor arguments")
+            shapes = {name: shape for name, (shape, _) in headers.items() if name not in ("__config__", "__class__")}
+            _check_config_sizes(config, shapes, path)
+            if not isinstance(layer_class, str):
+                expected = {name: np.shape(value) for name, value in layer_class(**config).params.items()}
+                check_params(shapes, {name: np.broadcast_to(0.0, shape) for name, shape in expected.items()},
+                             owner=f"{class_name} in {path}", values=False)
+            for name, (shape, dtype) in headers.items():
+                if name not in ("__config__", "__class__") and (dtype.kind not in "iuf"):
+                    raise TypeError(f"{class_name} parameter {name!r} in {path} must be a real floating-point "
+                                    f"array; got dtype {dtype}")
+            params = {name: _read_array(archive, name, path) for name in shapes}
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable .npz file written by Layer.save "
+                         f"(corrupted or truncated): {type(error).__name__}: {error}") from None
     return config, params
 
 
-def check_params(params, expected, owner="layer"):
-    """Compare a params dict with the expected one by names and shapes. Returns float64 copies."""
+# sizes in a config that are not array dimensions: a seed, MultiresConv's max_len (the tree's depth is
+# its logarithm), pooling strides (a window is clamped to the sequence)
+_NOT_SIZES = ("seed", "max_len", "pooling_factor")
+
+
+def _check_config_sizes(config, shapes, path):
+    """Every integer of the config (through nested dicts and lists) is at most the largest dimension of
+    the file's arrays or their count; the names of _NOT_SIZES are exempt."""
+    bound = max([len(shapes)] + [dim for shape in shapes.values() for dim in shape])
+
+    def visit(value, key):
+        if key in _NOT_SIZES:
+            return
+        if isinstance(value, dict):
+            for inner, item in value.items():
+                visit(item, inner)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item, key)
+        elif isinstance(value, int) and not isinstance(value, bool) and value > bound:
+            raise ValueError(f"{path}: config {key}={value} is larger than any array in the file "
+                             f"(largest dimension {bound}); the file is inconsistent or forged")
+    visit(config, "config")
+
+
+def _npz_path(path):
+    """`path`, or `path` + ".npz" when only that exists (np.savez appends the suffix when it is missing)."""
+    if isinstance(path, (str, os.PathLike)) and not os.path.exists(path) and os.path.exists(f"{os.fspath(path)}.npz"):
+        return f"{os.fspath(path)}.npz"
+    return path
+
+
+def _array_headers(archive, path):
+    """{name: (shape, dtype)} from the .npy headers of the archive's members, without reading any data."""
+    headers = {}
+    for member in archive.namelist():
+        if not member.endswith(".npy"):
+            raise ValueError(f"{path} has a member {member!r} that is not an array; not written by Layer.save")
+        with archive.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"{path}: member {member!r} has .npy format version {version}, not 1.0 or 2.0")
+            shape, _, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError(f"{path}: member {member!r} holds Python objects; Layer.save never writes them")
+        headers[member[:-len(".npy")]] = (tuple(shape), dtype)
+    return headers
+
+
+def _read_text(archive, headers, name, path, limit=1 << 20):
+    """A 0-d string array (the class name or the JSON config) of at most `limit` characters."""
+    shape, dtype = headers[name]
+    if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * limit:
+        raise ValueError(f"{path}: {name} must be a text entry of at most {limit} characters; got {dtype} {shape}")
+    return str(_read_array(archive, name, path))
+
+
+def _read_array(archive, name, path):
+    with archive.open(f"{name}.npy") as stream:
+        try:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+        except ValueError as error:
+            raise ValueError(f"{path}: entry {name!r} is corrupted or truncated: {error}") from None
+
+
+def check_params(params, expected, owner="layer", values=True):
+    """Compare a params dict with the expected one by names and shapes; each value must be real (not
+    bool) and finite. Returns float64 copies. values=False checks names and shapes only (of shape tuples
+    or arrays) and returns None."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
     missing = [k for k in expected if k not in params]
@@ -67,12 +174,21 @@ def check_params(params, expected, owner="layer"):
     extra = [k for k in params if k not in expected]
     if extra:
         raise ValueError(f"{owner} params have unexpected parameter {extra[0]!r} (expected {sorted(expected)})")
+    if not values:
+        for name, reference in expected.items():
+            shape = tuple(params[name])
+            if shape != reference.shape:
+                raise ValueError(f"{owner} parameter {name!r} must have shape {reference.shape}; got {shape}")
+        return None
     checked = {}
     for name, reference in expected.items():
         value = np.asarray(params[name])
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"{owner} parameter {name!r} must be a real array; got dtype {value.dtype}")
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"{owner} parameter {name!r} must be a real floating-point array; got dtype {value.dtype}")
         if value.shape != reference.shape:
             raise ValueError(f"{owner} parameter {name!r} must have shape {reference.shape}; got {value.shape}")
+        if not np.isfinite(value).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+            raise ValueError(f"{owner} parameter {name!r} must be finite; got {value[index]} at index {index}")
         checked[name] = value.astype(np.float64, copy=True)
     return checked

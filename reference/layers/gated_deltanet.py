@@ -22,11 +22,14 @@ einsum letters b l h k v, d for the d_model input axis of a projection, o for it
 """
 import numpy as np
 
-from ..init import check_real
+from ..backward import (contract, delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_read_out_vjp,
+                        parameter_gradients, prepare_vjp, projection_vjp)
+from ..init import check_dt_range
 from ._base import Layer
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from .matrix_state import (DELTA_METHODS, check_flag, check_step_timestep, check_unused, delta_recurrence, head_sizes,
-                           l2_normalize, linear_init, rms_norm, sigmoid, silu, softplus, split_heads, valid_steps)
+                           interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, softplus, split_heads,
+                           valid_steps)
 
 DT_MIN, DT_MAX = 1e-3, 0.1
 
@@ -82,8 +85,7 @@ class GatedDeltaNet(Layer):
         self.d_model, self.n_heads, self.d_k, self.d_v = head_sizes(d_model, n_heads, d_k, d_v)
         self.gated = check_flag(gated, gate_name)
         self.allow_neg_eigval = check_flag(allow_neg_eigval, "allow_neg_eigval")
-        dt_max = check_real(dt_max, "dt_max", 0.0, low_open=True)
-        dt_min = check_real(dt_min, "dt_min", 0.0, dt_max, low_open=True)
+        dt_min, dt_max = check_dt_range(dt_min, dt_max)
         if not self.gated:
             check_unused("dt_min", dt_min, DT_MIN, f"{gate_name}=True")
             check_unused("dt_max", dt_max, DT_MAX, f"{gate_name}=True")
@@ -153,3 +155,53 @@ class GatedDeltaNet(Layer):
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) float64 (key-first)."""
         return np.zeros((check_positive_int(batch, "batch"), self.n_heads, self.d_k, self.d_v))
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_S0 (b, h, d_k, d_v) or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
+        delta rule on the n_h·L sub-steps (`interleave`; n_h = 1 for Gated DeltaNet) keeping every state, then:
+        the read-out → the reverse delta rule (`delta_recurrence_vjp`) → q, k (l2 ∘ SiLU), v (SiLU), β (sigmoid),
+        log α = −exp(A_log)·softplus(W_a x + dt_bias) → the projections. DeltaProduct inherits it.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, (batch, L, _), n_h, h = self.params, x.shape, self.n_householder, self.n_heads
+        q, k, v, beta, log_alpha = self.discrete_system(x, tau, lengths)
+        q_sub, k, v, beta, log_alpha_sub = interleave(self.scale * q, k, v, beta, log_alpha, n_h)   # n_h·L rows
+        S0 = self.init_state(batch) if h0 is None else h0                                  # (b, h, d_k, d_v)
+        states = delta_states(k, v, beta, log_alpha_sub, S0)                               # (b, n_h·L, h, d_k, d_v)
+        o = np.einsum("blhkv,blhk->blhv", states, q_sub)[:, n_h - 1::n_h]                  # (b, L, h, d_v)
+        grad_o, grads = matrix_read_out_vjp(grad_y, o, p["W_out"], p["norm_weight"])
+        grad_o_sub = np.zeros(v.shape)                                                     # (b, n_h·L, h, d_v)
+        grad_o_sub[:, n_h - 1::n_h] = grad_o
+        grad_q, grad_k, grad_v, grad_beta, grad_log_alpha, grad_S0 = delta_recurrence_vjp(
+            q_sub, k, v, beta, log_alpha_sub, S0, states, grad_o_sub)
+        grad_q = self.scale * grad_q.reshape(batch, L, n_h, h, -1)[:, :, -1]               # (b, L, h, d_k)
+        grad_log_alpha = grad_log_alpha.reshape(batch, L, n_h, h)[:, :, 0]                 # (b, L, h)
+        valid = valid_steps(lengths, batch, L)                                             # (b, L)
+        valid_sub = np.repeat(valid, n_h, axis=1)[..., None]                               # (b, n_h·L, 1)
+        flat = lambda z: z.reshape(batch, L, -1)                                           # noqa: E731 (b, L, ·)
+        pre = {name: contract("od,bld->blo", p[name], x) for name in ("W_q", "W_k", "W_v", "W_beta")}  # (b, L, ·)
+        silu_prime = lambda z: sigmoid(z) * (1 + z * (1 - sigmoid(z)))                     # noqa: E731
+        grad_pre = {
+            "W_q": flat(l2_normalize_vjp(grad_q, split_heads(silu(pre["W_q"]), h))) * silu_prime(pre["W_q"]),
+            "W_k": flat(l2_normalize_vjp(grad_k * valid_sub[..., None], silu(pre["W_k"]).reshape(k.shape)))
+            * silu_prime(pre["W_k"]),
+            "W_v": flat(grad_v) * silu_prime(pre["W_v"]),
+            "W_beta": flat(grad_beta * valid_sub) * (2.0 if self.allow_neg_eigval else 1.0)
+            * sigmoid(pre["W_beta"]) * (1 - sigmoid(pre["W_beta"])),
+        }
+        grad_x = 0.0
+        for name, grad in grad_pre.items():
+            grad_from, grads[name] = projection_vjp(grad, x, p[name])
+            grad_x = grad_x + grad_from
+        if self.gated:                  # log α = −exp(A_log)·softplus(W_a x + dt_bias), ·τ, 0 on padding
+            grad_log_alpha = grad_log_alpha * valid[..., None] * (1.0 if tau is None else tau[..., None])
+            z = contract("od,bld->blo", p["W_a"], x) + p["dt_bias"]                       # (b, L, h)
+            decay = -np.exp(p["A_log"])                                                    # (h,)
+            grads["A_log"] = contract("blh,blh->h", grad_log_alpha, decay * softplus(z))   # (h,)
+            grad_z = grad_log_alpha * decay * sigmoid(z)                                   # softplus' = sigmoid
+            grads["dt_bias"] = grad_z.sum(axis=(0, 1))                                     # (h,)
+            grad_from, grads["W_a"] = projection_vjp(grad_z, x, p["W_a"])
+            grad_x = grad_x + grad_from
+        return grad_x, parameter_gradients(self, grads), None if h0 is None else grad_S0

@@ -19,11 +19,13 @@ einsum letters b l h (heads) k v, d for the d_model input axis of a projection, 
 """
 import numpy as np
 
+from ..backward import (contract, gla_recurrence_vjp, gla_states, matrix_read_out_vjp, parameter_gradients, prepare_vjp,
+                        projection_vjp)
 from ..init import check_real
 from ._base import Layer
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from .matrix_state import (GLA_METHODS, check_flag, check_step_timestep, check_unused, gla_recurrence, head_sizes,
-                           linear_init, logsigmoid, rms_norm, split_heads, valid_steps)
+                           linear_init, logsigmoid, rms_norm, sigmoid, split_heads, valid_steps)
 
 
 # ----------------------------------------------------------------------------- initialisers
@@ -123,3 +125,37 @@ class GLA(Layer):
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) float64 (key-first)."""
         return np.zeros((check_positive_int(batch, "batch"), self.n_heads, self.d_k, self.d_v))
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_S0 (b, h, d_k, d_v) or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
+        sequential recurrence keeping every state, then: the read-out (W_out, RMSNorm) → the reverse recurrence
+        (`gla_recurrence_vjp`) → q, k, v, log α → the projections and the low-rank logsigmoid gate.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, (batch, L, _) = self.params, x.shape
+        q, k, v, log_alpha = self.discrete_system(x, tau, lengths)
+        log_alpha = np.zeros(k.shape) if log_alpha is None else log_alpha                  # (b, L, h, d_k)
+        S0 = self.init_state(batch) if h0 is None else h0                                  # (b, h, d_k, d_v)
+        states = gla_states(self.scale * q, k, v, log_alpha, S0)                           # (b, L, h, d_k, d_v)
+        o = np.einsum("blhkv,blhk->blhv", states, self.scale * q)                          # (b, L, h, d_v)
+        grad_o, grads = matrix_read_out_vjp(grad_y, o, p["W_out"], p["norm_weight"])
+        grad_q, grad_k, grad_v, grad_log_alpha, grad_S0 = gla_recurrence_vjp(
+            self.scale * q, k, v, log_alpha, S0, states, grad_o)
+        valid = valid_steps(lengths, batch, L)[..., None, None]                            # (b, L, 1, 1)
+        flat = lambda z: z.reshape(batch, L, -1)                                           # noqa: E731 (b, L, h·d)
+        grad_x = 0.0
+        for name, grad in (("W_q", self.scale * grad_q), ("W_k", grad_k * valid), ("W_v", grad_v)):
+            grad_from, grads[name] = projection_vjp(flat(grad), x, p[name])
+            grad_x = grad_x + grad_from
+        if self.use_gate:               # log α = logsigmoid(W_up W_down x + b) / normalizer, ·τ, 0 on padding
+            grad_log_alpha = grad_log_alpha * valid * (1.0 if tau is None else tau[..., None, None])
+            low = contract("rd,bld->blr", p["W_gate_down"], x)                             # (b, L, r)
+            logits = contract("or,blr->blo", p["W_gate_up"], low) + p["b_gate"]           # (b, L, h·d_k)
+            grad_logits = flat(grad_log_alpha) / self.config["gate_logit_normalizer"] * sigmoid(-logits)
+            grads["b_gate"] = grad_logits.sum(axis=(0, 1))                                 # (h·d_k,)
+            grad_low, grads["W_gate_up"] = projection_vjp(grad_logits, low, p["W_gate_up"])
+            grad_from, grads["W_gate_down"] = projection_vjp(grad_low, x, p["W_gate_down"])
+            grad_x = grad_x + grad_from
+        return grad_x, parameter_gradients(self, grads), None if h0 is None else grad_S0

@@ -59,6 +59,27 @@ def discretize_per_step(A, B, dt, method):
     return A_bar, B_bar
 
 
+# With event timesteps every (row, step, feature) has its own dense N×N transition: b·L·H·N² numbers in all
+# (68.7 GB at b = 16, L = 4096, H = 64, N = 64). They are formed and scanned a chunk of time steps at a time,
+# at most EVENT_MEMORY_LIMIT bytes of transitions at once.
+EVENT_MEMORY_LIMIT = 1 << 30
+
+
+def event_chunk(batch, L, H, N, itemsize, keep_all=False):
+    """Time steps per chunk so that (b, chunk, H, N, N) transitions fit EVENT_MEMORY_LIMIT bytes; a
+    ValueError naming the sizes when not even one step fits (or, with keep_all — autograd keeps every
+    transition for the backward pass — when all L steps do not)."""
+    steps = L if keep_all else 1
+    needed = batch * steps * H * N * N * itemsize
+    if needed > EVENT_MEMORY_LIMIT:
+        sizes = f"b·L·H·N² = {batch}·{L}·{H}·{N}²" if keep_all else f"b·H·N² = {batch}·{H}·{N}²"
+        raise ValueError(f"LSSL with integration_timesteps needs {sizes} dense transition entries of {itemsize} "
+                         f"bytes{' (kept for the backward pass)' if keep_all else ' per time step'}: {needed} bytes, "
+                         f"over the limit of {EVENT_MEMORY_LIMIT} (EVENT_MEMORY_LIMIT); use a smaller batch, "
+                         "d_model or d_state" + (", a shorter sequence, or call it under torch.no_grad()" if keep_all else ""))
+    return L if keep_all else max(1, min(L, EVENT_MEMORY_LIMIT // needed))
+
+
 class LSSL(Layer):
     """LSSL layer: real (b, L, H) -> float64 (b, L, H); real float64 state of shape (b, H, N)."""
 
@@ -115,9 +136,14 @@ class LSSL(Layer):
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
         if method == "fft":
             states = fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")    # (b, L, H, N)
-        else:
-            A_bar, B_bar = self.discrete_system(tau)                                       # (…, H, N, N), (…, H, N)
-            states = scan_dense(A_bar, B_bar * x[..., None], h0)                           # (b, L, H, N)
+        else:                                                                              # memory: see event_chunk
+            L, chunk = x.shape[1], x.shape[1] if tau is None else event_chunk(*x.shape, self.d_state, 8)
+            parts, h = [], h0
+            for start in range(0, L, chunk):
+                A_bar, B_bar = self.discrete_system(None if tau is None else tau[:, start:start + chunk])  # (…, H, N, N)
+                parts.append(scan_dense(A_bar, B_bar * x[:, start:start + chunk, :, None], h))  # (b, chunk, H, N)
+                h = parts[-1][:, -1]                                                       # (b, H, N)
+            states = np.concatenate(parts, axis=1)                                         # (b, L, H, N)
         y = self.read_out(states, x)                                                       # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 

@@ -30,13 +30,17 @@ width; einsum letters b l h (head) i j (features in a head) e k (tap).
 import numpy as np
 from scipy.special import expit
 
+from ..backward import parameter_gradients, prepare_vjp
+from ..discretize import discretize_vjp
+from ..nn import linear_vjp
 from ..discretize import discretize
 from ..init import check_real
-from ..scan import SCAN_METHODS, scan
+from ..scan import SCAN_METHODS, scan, scan_vjp
 from ._base import Layer
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 
+MIN_SQRT_ARGUMENT = 1e-6     # d sqrt(v)/dv = 1/sqrt(max(4v, 1e-6)) <= 1000 (upstream SqrtBoundDerivative)
 NO_FFT_REASON = "a_t depends on the input (a selective transition), so the layer has no convolution kernel view"
 
 
@@ -82,6 +86,22 @@ def block_params(rng, H, E, width, final_scale):
     }
 
 
+def gelu_tanh_derivative(x):
+    """d gelu_tanh/dx = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²), t = tanh(√(2/π)(x + 0.044715x³))."""
+    k = np.sqrt(2.0 / np.pi)
+    t = np.tanh(k * (x + 0.044715 * x ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t ** 2) * k * (1.0 + 3 * 0.044715 * x ** 2)
+
+
+def block_diagonal_vjp(grad_g, x, w):
+    """The adjoint of `block_diagonal`: (G_x (..., E), G_w (heads, i, j), G_b (heads, j)) from G_g (..., E)."""
+    heads, width, _ = w.shape
+    x_h = x.reshape(-1, heads, width)                                               # (·, heads, i)
+    g_h = grad_g.reshape(-1, heads, width)                                          # (·, heads, j)
+    grad_x = np.einsum("nhj,hij->nhi", g_h, w).reshape(x.shape)                     # (..., E)
+    return grad_x, np.einsum("nhi,nhj->hij", x_h, g_h), g_h.sum(axis=0)
+
+
 def block_diagonal(x, w, b):
     """G(x) = concat_h(x_h·W_h + b_h): x (..., E), w (heads, E/heads, E/heads), b (heads, E/heads) → (..., E)."""
     heads, width, _ = w.shape
@@ -108,7 +128,9 @@ def conv_windows(p, window0, resets):
 
 
 def causal_conv(w, b, windows):
-    """u_t = b + Σ_s w[W−1−s] ⊙ p_{t−s} = b + Σ_k w[k] ⊙ windows[..., k, :]; windows (..., W, E) → (..., E)."""
+    """u_t = b + Σ_s w[W−1−s] ⊙ p_{t−s} = b + Σ_k w[k] ⊙ windows[..., k, :].
+
+    windows (..., W, E) → (..., E)."""
     return np.einsum("ke,...ke->...e", w, windows) + b
 
 
@@ -197,10 +219,10 @@ class RGLRU(Layer):
         r = expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))                  # (b, L, E)
         rate = -self.c * softplus(p[q + "a_param"])                                       # (E,) = log a / r
         # r_t underflows to 0 for gate logits below about −745; the smallest normal step gives the same Ā_t = 1.
-        # A NaN r_t comes only from a NaN input (check_finite=False), which reaches h through n_t ⊙ i_t ⊙ x_t anyway.
+        # A NaN r_t comes only from a NaN input (check_finite=False), which reaches h through n_t ⊙ i_t ⊙ x_t.
         step = np.nan_to_num(np.maximum(r, np.finfo(r.dtype).tiny), nan=1.0)            # (b, L, E)
         A_bar, _ = discretize(rate, step, "dirac", tau)                                   # (b, L, E) = a_t^τ
-        n = np.sqrt(-np.expm1(2 * rate * r))                                              # (b, L, E) = sqrt(1 − a_t²)
+        n = np.sqrt(-np.expm1(2 * rate * r))                                      # (b, L, E) = sqrt(1 − a_t²)
         if resets is not None:
             A_bar = np.where(resets[..., None], 0.0, A_bar)
             n = np.where(resets[..., None], 1.0, n)
@@ -257,3 +279,74 @@ class RGLRU(Layer):
         if not self.block:
             return y_t, new_h
         return y_t, np.concatenate([windows[:, 0, 1:], new_h[:, None]], axis=1)           # (b, W, E)
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None, resets=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
+        forward, then: (block: linear_out, the gelu_tanh gate) → the reverse scan (SPEC §3) → n_t ⊙ i_t ⊙ u_t
+        and Ā_t = a_t^τ (`discretize_vjp`, dirac) → the sigmoid gates, a_param → u (block: Conv1D, linear_x).
+        Note: d sqrt(v)/dv is upstream's bounded 1/sqrt(max(4v, 1e-6)) (SqrtBoundDerivative), as the torch backend.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, q = self.params, self.prefix
+        batch, L, _ = x.shape
+        resets = check_resets(resets, (batch, L))
+        start = self.init_state(batch) if h0 is None else h0
+        window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
+        h_start = None if h0 is None else h_start
+        u, windows = self.recurrence_input(x, window0, resets)                            # (b, L, E)
+        i = expit(block_diagonal(u, p[q + "input_gate.w"], p[q + "input_gate.b"]))          # (b, L, E)
+        r = expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))                  # (b, L, E)
+        rate = -self.c * softplus(p[q + "a_param"])                                       # (E,)
+        step = np.maximum(r, np.finfo(r.dtype).tiny)                                      # (b, L, E)
+        A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, L, E)
+        states = scan(A_bar, gain * u, h_start)                                           # (b, L, E)
+        grads = {}
+        if self.block:                  # y = linear_out(h ⊙ gelu_tanh(linear_y(x)))
+            pre = x @ p["linear_y.weight"].T + p["linear_y.bias"]                         # (b, L, E)
+            gate = gelu_tanh(pre)                                                         # (b, L, E)
+            _, grads["linear_out.weight"], grads["linear_out.bias"] = linear_vjp(
+                grad_y, states * gate, p["linear_out.weight"], p["linear_out.bias"])
+            grad_product = grad_y @ p["linear_out.weight"]                                # (b, L, E)
+            grad_states = grad_product * gate                                             # (b, L, E)
+            grad_pre = grad_product * states * gelu_tanh_derivative(pre)                  # (b, L, E)
+            grad_x, grads["linear_y.weight"], grads["linear_y.bias"] = linear_vjp(
+                grad_pre, x, p["linear_y.weight"], p["linear_y.bias"])
+        else:
+            grad_states, grad_x = grad_y, 0.0
+        grad_A_bar, grad_drive, grad_h = scan_vjp(A_bar, gain * u, h_start, states, grad_states)
+        grad_u = grad_drive * gain                                                        # (b, L, E)
+        grad_gain = grad_drive * u                                                        # (b, L, E)
+        n = np.sqrt(-np.expm1(2 * rate * r))                                              # (b, L, E)
+        grad_n, grad_i = grad_gain * i, grad_gain * n                                     # gain = n ⊙ i
+        if resets is not None:                                                            # Ā_t = 0, n_t = 1 there
+            at_reset = resets[..., None]                                                  # (b, L, 1)
+            grad_A_bar, grad_n = np.where(at_reset, 0.0, grad_A_bar), np.where(at_reset, 0.0, grad_n)
+            grad_i = np.where(at_reset, grad_gain, grad_i)
+        grad_rate, grad_step = discretize_vjp(rate, step, "dirac", tau, grad_A_bar, 0.0)  # (E,), (b, L, E)
+        # n = sqrt(v), v = −expm1(2q), q = rate·r:  dn/dq = −2 e^{2q} / sqrt(max(4v, 1e-6))
+        grad_q = grad_n * (-2 * np.exp(2 * rate * r)) / np.sqrt(np.maximum(4 * n ** 2, MIN_SQRT_ARGUMENT))
+        grad_r = grad_step * (r >= np.finfo(r.dtype).tiny) + grad_q * rate                # (b, L, E)
+        grad_rate = grad_rate + np.einsum("ble,ble->e", grad_q, r)                        # (E,)
+        grads[q + "a_param"] = grad_rate * -self.c * expit(p[q + "a_param"])              # softplus' = sigmoid
+        for name, gate_value, grad_gate in (("input_gate", i, grad_i), ("a_gate", r, grad_r)):
+            grad_logit = grad_gate * gate_value * (1 - gate_value)                        # (b, L, E)
+            grad_from_gate, grads[q + name + ".w"], grads[q + name + ".b"] = block_diagonal_vjp(
+                grad_logit, u, p[q + name + ".w"])
+            grad_u = grad_u + grad_from_gate
+        if not self.block:
+            return grad_u, parameter_gradients(self, grads), grad_h
+        # u = conv_1d.b + Σ_k conv_1d.w[k] ⊙ windows[k];  windows from p = linear_x(x) (cut at resets)
+        W = self.conv_width
+        grads["conv_1d.w"] = np.einsum("ble,blke->ke", grad_u, windows)                   # (W, E)
+        grads["conv_1d.b"] = grad_u.sum(axis=(0, 1))                                      # (E,)
+        keep = conv_windows(np.ones_like(u), np.ones_like(window0), resets)               # (b, L, W, E) 0/1
+        grad_windows = grad_u[:, :, None, :] * p["conv_1d.w"] * keep                      # (b, L, W, E)
+        grad_extended = np.zeros((batch, W - 1 + L, self.width))                          # (b, W − 1 + L, E)
+        for k in range(W):
+            grad_extended[:, k:k + L] += grad_windows[:, :, k]
+        grad_from_p, grads["linear_x.weight"], grads["linear_x.bias"] = linear_vjp(
+            grad_extended[:, W - 1:], x, p["linear_x.weight"], p["linear_x.bias"])
+        grad_state = None if h0 is None else np.concatenate([grad_extended[:, :W - 1], grad_h[:, None]], axis=1)
+        return grad_x + grad_from_p, parameter_gradients(self, grads), grad_state

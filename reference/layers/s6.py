@@ -28,6 +28,7 @@ K d_conv; einsum letters b l h e n r k.
 import numpy as np
 from scipy.special import expit
 
+from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt
 from ..scan import SCAN_METHODS, scan
@@ -53,6 +54,12 @@ def softplus_inverse(y):
 def silu(z):
     """z·σ(z)."""
     return z * expit(z)
+
+
+def silu_derivative(z):
+    """d SiLU/dz = σ(z)·(1 + z·(1 − σ(z)))."""
+    sigma = expit(z)
+    return sigma * (1 + z * (1 - sigma))
 
 
 # ----------------------------------------------------------------------------- initialisers
@@ -249,3 +256,72 @@ class S6(Layer):
         new_h = A_bar[:, 0] * h + gamma_bar[:, 0] * B[:, 0, None, :] * v[:, 0, :, None]       # (b, E, N)
         y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
         return y_t, ((p_ext[:, 1:], new_h) if self.block else new_h)
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
+        forward, then: (block: out_proj, the SiLU gate) → y = Σ_n C_t h_t + D v → the reverse scan (SPEC §3) →
+        γ̄_t B_t v_t and the discretisation at the selective Δ_t → softplus → dt_proj, x_proj → v (block: SiLU,
+        the causal conv1d, in_proj) → x. The initial state's gradient has the state's form (a pair for block).
+        """
+        grad_y, x, lengths, tau, _ = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, None)
+        conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
+        p, r, N, E, K = self.params, self.dt_rank, self.d_state, self.d_inner, self.d_conv
+        v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
+        x_dbl = contract("ble,fe->blf", v, p["x_proj.weight"])                                 # (b, L, r + 2N)
+        dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + N], x_dbl[..., r + N:]
+        s = contract("blr,er->ble", dt_low, p["dt_proj.weight"]) + p["dt_proj.bias"]           # (b, L, E)
+        dt = np.maximum(softplus(s), DT_FLOOR)                                                 # (b, L, E)
+        A = -np.exp(p["A_log"])                                                                # (E, N)
+        drive = B[:, :, None, :] * v[..., None]                                                # (b, L, E, N)
+        states = diagonal_states(A, dt[..., None], self.discretization, tau, drive, h0)        # (b, L, E, N)
+        y_ssm = contract("blen,bln->ble", states, C) + p["D"] * v                              # (b, L, E)
+        grads = {}
+        if self.block:                      # out = (y ⊙ SiLU(z))·out_projᵀ + bias
+            gate = silu(z)                                                                     # (b, L, E)
+            grads["out_proj.weight"] = contract("blh,ble->he", grad_y, y_ssm * gate)           # (H, E)
+            if "out_proj.bias" in p:
+                grads["out_proj.bias"] = grad_y.sum(axis=(0, 1))                               # (H,)
+            grad_gated = contract("blh,he->ble", grad_y, p["out_proj.weight"])                 # (b, L, E)
+            grad_z = grad_gated * y_ssm * silu_derivative(z)                                   # (b, L, E)
+            grad_y_ssm = grad_gated * gate                                                     # (b, L, E)
+        else:
+            grad_y_ssm = grad_y                                                                # (b, L, E = H)
+        # y = Σ_n C_t h_t + D v
+        grads["D"] = contract("ble,ble->e", grad_y_ssm, v)                                     # (E,)
+        grad_C = contract("ble,blen->bln", grad_y_ssm, states)                                 # (b, L, N)
+        grad_states = grad_y_ssm[..., None] * C[:, :, None, :]                                 # (b, L, E, N)
+        grad_A, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
+            A, dt[..., None], self.discretization, tau, drive, h0, states, grad_states)        # (E, N), (b, L, E, 1), …
+        grads["A_log"] = grad_A * A                                                            # (E, N)
+        grad_B = contract("blen,ble->bln", grad_drive, v)                                      # (b, L, N)
+        grad_v = p["D"] * grad_y_ssm + contract("blen,bln->ble", grad_drive, B)                # (b, L, E)
+        # Δ_t = max(softplus(s), floor): softplus' = sigmoid; no gradient where the floor holds
+        grad_s = grad_dt[..., 0] * expit(s) * (softplus(s) >= DT_FLOOR)                       # (b, L, E)
+        grads["dt_proj.weight"] = contract("ble,blr->er", grad_s, dt_low)                      # (E, r)
+        grads["dt_proj.bias"] = grad_s.sum(axis=(0, 1))                                        # (E,)
+        grad_x_dbl = np.concatenate([contract("ble,er->blr", grad_s, p["dt_proj.weight"]), grad_B, grad_C],
+                                    axis=-1)                                                   # (b, L, r + 2N)
+        grads["x_proj.weight"] = contract("blf,ble->fe", grad_x_dbl, v)                        # (r + 2N, E)
+        grad_v = grad_v + contract("blf,fe->ble", grad_x_dbl, p["x_proj.weight"])              # (b, L, E)
+        if not self.block:
+            return grad_v, parameter_gradients(self, grads), grad_h0
+        # v = SiLU(c), c_t = bias + Σ_k w_k p_{t−(K−1)+k};  [p | z] = x·in_projᵀ + bias
+        L = x.shape[1]
+        windows = np.stack([p_ext[:, k:k + L] for k in range(K)], axis=2)                      # (b, L, K, E)
+        c = contract("blke,ek->ble", windows, p["conv1d.weight"][:, 0]) + p.get("conv1d.bias", 0.0)  # (b, L, E)
+        grad_c = grad_v * silu_derivative(c)                                                   # (b, L, E)
+        grads["conv1d.weight"] = contract("ble,blke->ek", grad_c, windows)[:, None, :]        # (E, 1, K)
+        if "conv1d.bias" in p:
+            grads["conv1d.bias"] = grad_c.sum(axis=(0, 1))                                     # (E,)
+        grad_p_ext = np.zeros_like(p_ext)                                                      # (b, K − 1 + L, E)
+        for k in range(K):
+            grad_p_ext[:, k:k + L] += grad_c * p["conv1d.weight"][:, 0, k]
+        grad_pz = np.concatenate([grad_p_ext[:, K - 1:], grad_z], axis=-1)                     # (b, L, 2E)
+        grads["in_proj.weight"] = contract("blf,blh->fh", grad_pz, x)                          # (2E, H)
+        if "in_proj.bias" in p:
+            grads["in_proj.bias"] = grad_pz.sum(axis=(0, 1))                                   # (2E,)
+        grad_x = contract("blf,fh->blh", grad_pz, p["in_proj.weight"])                         # (b, L, H)
+        grad_state = None if initial_state is None else (grad_p_ext[:, :K - 1], grad_h0)
+        return grad_x, parameter_gradients(self, grads), grad_state

@@ -1,6 +1,6 @@
-"""S7 — S5 made selective, with event streams (Soydan et al. 2024; the authors' `S5SSM(input_dependent=True)`), SPEC §4.10.
+"""S7 — S5 made selective, with event streams (Soydan et al. 2024; `S5SSM(input_dependent=True)`), SPEC §4.10.
 
-    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)                      widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t (H, N)
+    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)       widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t likewise (H, N)
     Δ_t = step_rescale·softplus(dt_proj(s_t))            (b, L, N): one step per state, through a rank-r bottleneck
     (Ā_t, γ̄_t) = discretize(Λ, Δ_t, method, τ)          (SPEC §2, Δ_A = τ_t·Δ_t; Λ is time-invariant)
     x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B_t u_t),   y_t = κ·Re(C_t x_t) + D ⊙ u_t,   κ = 2 with conj_sym
@@ -9,11 +9,12 @@ Input-dependent: Δ_t, B_t, C_t; fixed: Λ and D. x_proj has H(r + 4NH) weights,
 N = 64, far more than S5's 4NH — the price of input-dependent B and C.
 Init: Λ exactly as S5 (block-diagonal HiPPO-N, conj_sym keeps one state per conjugate pair; S5's helpers);
 x_proj.weight truncated normal with variance 1/H (flax lecun_normal), bias 0; dt_proj.weight
-U(±step_rescale·r^−½); dt_proj.bias = softplus⁻¹(max(δ, 1e-4)), δ log-uniform in [dt_min, dt_max); D ~ N(0, 1).
-reparam="stablessm" (Decision, §4.10): Re Λ = −1/(w² + ½) with w = Lambda_re (StableSSM, a = 1, b = ½), initialised
-w = sqrt(−1/Re Λ₀ − ½) so Λ at init is HiPPO-N, and Re Λ ∈ [−2, 0) for every real w; Im Λ = Lambda_im. The authors'
-complex map (whose init and forward are not inverse of each other, §10a) is not reproduced. clip_eigs clamps
-Re Λ ≤ −1e-4 after the reparametrisation. Every §2 method but `none` (Λ is continuous-time).
+U(±step_rescale·r^−½); dt_proj.bias = softplus⁻¹(max(δ, 1e-4)), δ log-uniform in [dt_min, dt_max);
+D ~ N(0, 1). reparam="stablessm" (Decision, §4.10): Re Λ = −1/(w² + ½) with w = Lambda_re (StableSSM, a = 1,
+b = ½), initialised w = sqrt(−1/Re Λ₀ − ½) so Λ at init is HiPPO-N, and Re Λ ∈ [−2, 0) for every real w;
+Im Λ = Lambda_im. The authors' complex map (whose init and forward are not inverse of each other, §10a) is not
+reproduced. clip_eigs clamps Re Λ ≤ −1e-4 after the reparametrisation. Every §2 method but `none`
+(Λ is continuous-time).
 Views: no convolution view (Δ_t, B_t, C_t depend on the input): every §3 scan method, and repeated `step`.
 
 Upstream: TaylanSoydan/S7 `event_ssm/ssm.py` (S5SSM with input_dependent=True; x_proj.kernel = x_proj.weightᵀ,
@@ -24,7 +25,9 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local s
 import math
 
 import numpy as np
+from scipy.special import expit
 
+from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
@@ -98,7 +101,8 @@ class S7(Layer):
         self.d_state = check_positive_int(d_state, "d_state")
         if discretization == "none":
             raise ValueError("discretization='none' is refused for S7: Λ is continuous-time (Re Λ < 0), and "
-                             "using it as the discrete Ā would be unstable; use zoh, bilinear, exp_euler, async or dirac")
+                             "using it as the discrete Ā would be unstable; "
+                             "use zoh, bilinear, exp_euler, async or dirac")
         self.discretization = check_choice(discretization, "discretization", S7_METHODS)
         for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
             if not isinstance(flag, (bool, np.bool_)):
@@ -142,8 +146,8 @@ class S7(Layer):
         B = B_hat[..., 0] + 1j * B_hat[..., 1]                                           # (b, L, N, H)
         C = C_hat[..., 0] + 1j * C_hat[..., 1]                                           # (b, L, H, N)
         dt = self.config["step_rescale"] * softplus(s @ p["dt_proj.weight"].T + p["dt_proj.bias"])   # (b, L, N)
-        # softplus underflows to 0 below z ≈ −745: Δ_t >= the smallest normal float (same Ā = 1, γ̄ ≈ 0). A NaN Δ_t
-        # comes only from a NaN input (check_finite=False), which reaches y through B_t u_t anyway.
+        # softplus underflows to 0 below z ≈ −745: Δ_t >= the smallest normal float (same Ā = 1, γ̄ ≈ 0).
+        # A NaN Δ_t comes only from a NaN input (check_finite=False), which reaches y through B_t u_t anyway.
         dt = np.nan_to_num(np.maximum(dt, DT_FLOOR), nan=1.0)                            # (b, L, N)
         Lambda_bar, gamma_bar = discretize(self.Lambda(), dt, self.discretization, tau)  # (b, L, N)
         Bu = gamma_bar * np.einsum("blnh,blh->bln", B, x)                                # (b, L, N)
@@ -178,3 +182,54 @@ class S7(Layer):
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
         new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
         return self.read_out(new_state[:, None], x, C)[:, 0], new_state
+
+    def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
+        """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
+
+        grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
+        forward, then: y = κ Re(C_t x_t) + D u → the reverse scan (SPEC §3) → γ̄_t ⊙ B_t u_t and the discretisation
+        at the selective Δ_t → softplus, dt_proj → x_proj (Δ, B_t, C_t all come from it) → u; Λ through
+        clip_eigs and the stablessm map.
+        """
+        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
+        p, N, H, r = self.params, self.d_state, self.d_model, self.dt_rank
+        batch, L, _ = x.shape
+        proj = contract("blh,fh->blf", x, p["x_proj.weight"]) + p["x_proj.bias"]         # (b, L, r + 4NH)
+        s, B_hat, C_hat = proj[..., :r], proj[..., r:r + 2 * N * H], proj[..., r + 2 * N * H:]
+        B_hat, C_hat = B_hat.reshape(batch, L, N, H, 2), C_hat.reshape(batch, L, H, N, 2)
+        B, C = B_hat[..., 0] + 1j * B_hat[..., 1], C_hat[..., 0] + 1j * C_hat[..., 1]     # (b, L, N, H), (b, L, H, N)
+        z = s @ p["dt_proj.weight"].T + p["dt_proj.bias"]                                  # (b, L, N)
+        dt = np.maximum(self.config["step_rescale"] * softplus(z), DT_FLOOR)              # (b, L, N)
+        Lambda = self.Lambda()                                                             # (N,)
+        drive = contract("blnh,blh->bln", B, x)                                            # (b, L, N) = B_t u_t
+        states = diagonal_states(Lambda, dt, self.discretization, tau, drive, h0)          # (b, L, N)
+        # y = κ Re(C_t x_t) + D u_t
+        grad_C = self.kappa * grad_y[..., None] * np.conj(states)[:, :, None, :]           # (b, L, H, N)
+        grad_states = self.kappa * contract("blhn,blh->bln", np.conj(C), grad_y)           # (b, L, N)
+        grads = {"D": contract("blh,blh->h", grad_y, x)}                                   # (H,)
+        grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
+            Lambda, dt, self.discretization, tau, drive, h0, states, grad_states)          # (N,), (b, L, N), …
+        grad_B = grad_drive[..., None] * x[:, :, None, :]                                  # (b, L, N, H)
+        grad_x = contract("bln,blnh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y  # (b, L, H)
+        # Δ_t = max(step_rescale·softplus(z), floor): softplus' = sigmoid, no gradient where the floor holds
+        grad_z = grad_dt * self.config["step_rescale"] * expit(z) * (self.config["step_rescale"] * softplus(z) >= DT_FLOOR)
+        grads["dt_proj.weight"] = contract("bln,blr->nr", grad_z, s)                       # (N, r)
+        grads["dt_proj.bias"] = grad_z.sum(axis=(0, 1))                                    # (N,)
+        grad_proj = np.concatenate([
+            grad_z @ p["dt_proj.weight"],                                                  # (b, L, r)
+            np.stack([grad_B.real, grad_B.imag], axis=-1).reshape(batch, L, 2 * N * H),   # B̂ (N, H, 2)
+            np.stack([grad_C.real, grad_C.imag], axis=-1).reshape(batch, L, 2 * H * N)],  # Ĉ (H, N, 2)
+            axis=-1)                                                                       # (b, L, r + 4NH)
+        grads["x_proj.weight"] = contract("blf,blh->fh", grad_proj, x)                     # (r + 4NH, H)
+        grads["x_proj.bias"] = grad_proj.sum(axis=(0, 1))                                  # (r + 4NH,)
+        grad_x = grad_x + contract("blf,fh->blh", grad_proj, p["x_proj.weight"])          # (b, L, H)
+        # Λ: Re Λ = clip(stablessm(w) or w), Im Λ = Lambda_im
+        w = p["Lambda_re"]
+        grad_re = grad_Lambda.real                                                         # (N,)
+        if self.config["clip_eigs"]:
+            # Note: the clamp passes the gradient where Re Λ <= −1e-4 (torch.clamp's rule at the boundary).
+            grad_re = grad_re * (Lambda.real <= CLIP_RE)
+        if self.config["reparam"] == "stablessm":
+            grad_re = grad_re * 2 * STABLESSM_A * w / (STABLESSM_A * w ** 2 + STABLESSM_B) ** 2
+        grads["Lambda_re"], grads["Lambda_im"] = grad_re, grad_Lambda.imag
+        return grad_x, parameter_gradients(self, grads), grad_h0

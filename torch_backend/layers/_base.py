@@ -28,8 +28,9 @@ class Layer(torch.nn.Module):
     nn.Parameters named exactly like the reference params (dotted names become nested modules).
 
     A subclass sets `reference_class` and, in __init__, builds the reference layer with the same
-    arguments and `seed=draw_seed(seed)`, then calls `self._init_from_reference(ref)`. It implements
-    forward, init_state, step and (time-invariant layers) kernel, like the reference.
+    arguments and `seed=draw_seed(seed)`, then calls `self._init_from_reference(ref)`. It reads in the
+    reference's order: discrete_system, read_out, forward (opening with `prepare_call`), step, kernel
+    (time-invariant layers), init_state.
     Parameters are float32 by default (torch's default dtype); `.double()` gives float64 end to end.
     """
 
@@ -136,7 +137,7 @@ class Layer(torch.nn.Module):
     @classmethod
     def load(cls, path, dtype=None, device=None):
         """Read a layer written by `save` of either backend (float64 unless `dtype` is given)."""
-        config, params = read_saved(path, cls.reference_class.__name__)
+        config, params = read_saved(path, cls.reference_class)
         return cls.from_params(config, params, dtype=dtype, device=device)
 
     # --------------------------------------------------------------------- conveniences

@@ -122,9 +122,9 @@ def check_integration_timesteps(tau, batch, L, like=None, check_values=True):
     """τ: None or real (b, L), finite and >= 0. Returns it in the module's dtype and device, or None."""
     if tau is None:
         return None
-    tau = tau if isinstance(tau, torch.Tensor) else torch.as_tensor(np.asarray(tau))
-    if tau.dtype == torch.bool or tau.is_complex():
-        raise TypeError(f"integration_timesteps must be a real numeric array; got dtype {dtype_name(tau.dtype)}")
+    kind = dtype_name(tau.dtype) if isinstance(tau, torch.Tensor) else str(np.asarray(tau).dtype)
+    if kind == "bool" or kind.startswith("complex"):
+        raise TypeError(f"integration_timesteps must be a real numeric array; got dtype {kind}")
     tau = check_timesteps(_as_module_tensor(tau, "integration_timesteps", like), check_values=check_values)
     if tuple(tau.shape) != (batch, L):
         raise ValueError(f"integration_timesteps must have shape (b, L) = ({batch}, {L}); got {tuple(tau.shape)}")
@@ -134,9 +134,8 @@ def check_integration_timesteps(tau, batch, L, like=None, check_values=True):
 def check_state(state, shape, dtype=None, name="initial_state", like=None, check_finite=True):
     """A finite state of exactly `shape` (numeric, not bool), in the module's precision. Returns it as
     `dtype` (default: the complex dtype of the module's precision)."""
-    state = state if isinstance(state, torch.Tensor) else torch.as_tensor(np.asarray(state))
-    if state.dtype == torch.bool:
-        raise TypeError(f"{name} must be a numeric array (not bool); got dtype {dtype_name(state.dtype)}")
+    if (state.dtype == torch.bool) if isinstance(state, torch.Tensor) else (np.asarray(state).dtype == bool):
+        raise TypeError(f"{name} must be a numeric array (not bool); got dtype bool")
     state = _as_module_tensor(state, name, like, allow_complex=True)
     if tuple(state.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(state.shape)}")

@@ -20,7 +20,7 @@ m output channel (M = channels), o output feature.
 """
 import torch
 
-from reference.layers.lssl import LSSL as ReferenceLSSL
+from reference.layers.lssl import LSSL as ReferenceLSSL, event_chunk
 from ..discretize import discretize_dense
 from ..nn import gelu
 from ..scan import scan_dense
@@ -91,9 +91,17 @@ class LSSL(Layer):
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
         if method == "fft":
             states = fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")    # (b, L, H, N)
-        else:
-            A_bar, B_bar = self.discrete_system(tau)                                       # (…, H, N, N), (…, H, N)
-            states = scan_dense(A_bar, B_bar * x[..., None], h0)                           # (b, L, H, N)
+        else:                                                                              # memory: see event_chunk
+            # Note: with autograd on, every chunk's transitions are kept for the backward pass, so the limit
+            # applies to all of them (keep_all); the reference and no_grad calls hold one chunk at a time.
+            itemsize, keep_all = x.element_size(), torch.is_grad_enabled()
+            L, chunk = x.shape[1], x.shape[1] if tau is None else event_chunk(*x.shape, self.d_state, itemsize, keep_all)
+            parts, h = [], h0
+            for start in range(0, L, chunk):
+                A_bar, B_bar = self.discrete_system(None if tau is None else tau[:, start:start + chunk])  # (…, H, N, N)
+                parts.append(scan_dense(A_bar, B_bar * x[:, start:start + chunk, :, None], h))  # (b, chunk, H, N)
+                h = parts[-1][:, -1]                                                       # (b, H, N)
+            states = torch.cat(parts, dim=1)                                               # (b, L, H, N)
         y = self.read_out(states, x)                                                       # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 

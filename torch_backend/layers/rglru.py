@@ -129,7 +129,7 @@ class RGLRU(Layer):
         self.d_model, self.num_heads, self.c, self.block = ref.d_model, ref.num_heads, ref.c, ref.block
         self.width, self.conv_width, self.prefix = ref.width, ref.conv_width, ref.prefix
 
-    def p(self, name):
+    def _param(self, name):
         """The parameter named like the reference's params key. Note: module attributes here, a dict there."""
         return self.get_parameter(name)
 
@@ -146,15 +146,17 @@ class RGLRU(Layer):
         """The recurrence's input u (b, L, E) and the conv windows (b, L, W, E) (block), or (x, None)."""
         if not self.block:
             return x, None
-        windows = conv_windows(x @ self.p("linear_x.weight").T + self.p("linear_x.bias"), window0, resets)  # (b, L, W, E)
-        return causal_conv(self.p("conv_1d.w"), self.p("conv_1d.b"), windows), windows                     # (b, L, E)
+        p = x @ self._param("linear_x.weight").T + self._param("linear_x.bias")                # (b, L, E)
+        windows = conv_windows(p, window0, resets)                                        # (b, L, W, E)
+        return causal_conv(self._param("conv_1d.w"), self._param("conv_1d.b"), windows), windows   # (b, L, E)
 
     def discrete_system(self, u, tau=None, resets=None, check_values=True):
         """(Ā_t, n_t ⊙ i_t) for the recurrence input u (b, L, E): Ā_t = a_t^{τ_t}, both (b, L, E)."""
         q = self.prefix
-        i = torch.sigmoid(block_diagonal(u, self.p(q + "input_gate.w"), self.p(q + "input_gate.b")))  # (b, L, E)
-        r = torch.sigmoid(block_diagonal(u, self.p(q + "a_gate.w"), self.p(q + "a_gate.b")))          # (b, L, E)
-        rate = -self.c * softplus(self.p(q + "a_param"))                                 # (E,) = log a / r
+        i = torch.sigmoid(block_diagonal(u, self._param(q + "input_gate.w"), self._param(q + "input_gate.b")))
+        r = torch.sigmoid(block_diagonal(u, self._param(q + "a_gate.w"), self._param(q + "a_gate.b")))
+        # i, r: (b, L, E)
+        rate = -self.c * softplus(self._param(q + "a_param"))                                 # (E,) = log a / r
         # r_t underflows to 0 for very negative gate logits; the smallest normal step gives the same Ā_t = 1.
         # Note: a NaN r_t (NaN input under check_finite=False) stays NaN here, where discretize does not refuse it.
         A_bar, _ = discretize(rate, torch.clamp(r, min=torch.finfo(r.dtype).tiny), "dirac", tau,
@@ -169,8 +171,8 @@ class RGLRU(Layer):
         """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H)."""
         if not self.block:
             return states
-        gate = gelu_tanh(x @ self.p("linear_y.weight").T + self.p("linear_y.bias"))     # (b, L, E)
-        return (states * gate) @ self.p("linear_out.weight").T + self.p("linear_out.bias")   # (b, L, H)
+        gate = gelu_tanh(x @ self._param("linear_y.weight").T + self._param("linear_y.bias"))     # (b, L, E)
+        return (states * gate) @ self._param("linear_out.weight").T + self._param("linear_out.bias")   # (b, L, H)
 
     # --------------------------------------------------------------------- calls
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,

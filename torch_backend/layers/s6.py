@@ -68,7 +68,7 @@ class S6(Layer):
         if not self.block:
             return x, None, None
         E, K = self.d_inner, self.d_conv
-        # Note: the parameters are submodule attributes here (self.in_proj.weight for p["in_proj.weight"]).
+        # Note: the parameters are submodule attributes here (self.in_proj.weight for params["in_proj.weight"]).
         pz = torch.einsum("blh,fh->blf", x, self.in_proj.weight)                               # (b, L, 2E)
         if hasattr(self.in_proj, "bias"):
             pz = pz + self.in_proj.bias

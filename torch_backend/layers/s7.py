@@ -1,7 +1,7 @@
-"""S7 — S5 made selective, with event streams (Soydan et al. 2024; the authors' `S5SSM(input_dependent=True)`), SPEC §4.10,
+"""S7 — S5 made selective, with event streams (Soydan et al. 2024; `S5SSM(input_dependent=True)`), SPEC §4.10,
 PyTorch mirror of reference/layers/s7.py (STYLE 6).
 
-    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)                      widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t (H, N)
+    [s_t | B̂_t | Ĉ_t] = x_proj(u_t)       widths r, 2NH, 2NH; B_t = B̂[…, 0] + i·B̂[…, 1] (N, H), C_t likewise (H, N)
     Δ_t = step_rescale·softplus(dt_proj(s_t))            (b, L, N): one step per state, through a rank-r bottleneck
     (Ā_t, γ̄_t) = discretize(Λ, Δ_t, method, τ)          (SPEC §2, Δ_A = τ_t·Δ_t; Λ is time-invariant)
     x_t = Ā_t ⊙ x_{t−1} + γ̄_t ⊙ (B_t u_t),   y_t = κ·Re(C_t x_t) + D ⊙ u_t,   κ = 2 with conj_sym
