@@ -53,52 +53,32 @@ def main():
     leaves = [t.requires_grad_() for t in (v, dt, A, B, C, D)]
     print(f"(b, L, E, N) = ({batch}, {L}, {E}, {N}) float32, torch threads {torch.get_num_threads()}, best of {repeats}")
 
-    with torch.no_grad():
-        selective_scan(v, dt, A, B, C, D)                                          # compile the kernels
+    print(f"{'':44s} {'forward ms':>11s} {'fwd+bwd ms':>11s} {'peak RSS growth MB':>19s}", flush=True)
+
+    def row(name, forward, forward_backward, repeats_backward=repeats):
         rss = peak_rss_mb()
-        fwd = best_of(lambda: selective_scan(v, dt, A, B, C, D), repeats)
-        fwd_rss = peak_rss_mb() - rss
-        inputs = [v, dt, B, C]
-        copy = best_of(lambda: [t.clone() for t in inputs + [v]], repeats)          # read inputs, write y
-    y, _ = selective_scan(v, dt, A, B, C, D)
-    g = torch.randn_like(y)
+        with torch.no_grad():
+            f = best_of(forward, repeats)
+        fb = best_of(forward_backward, repeats_backward)
+        print(f"{name:44s} {1e3 * f:11.2f} {1e3 * fb:11.2f} {peak_rss_mb() - rss:19.0f}", flush=True)
+        return f, fb
 
-    def fused_fwd_bwd():
-        out, _ = selective_scan(v, dt, A, B, C, D)
-        torch.autograd.grad(out, leaves, g)
-
-    fused_fwd_bwd()
-    rss = peak_rss_mb()
-    fwd_bwd = best_of(fused_fwd_bwd, repeats)
-    fwd_bwd_rss = peak_rss_mb() - rss
-    with torch.no_grad():
-        copy_bwd = best_of(lambda: [t.clone() for t in inputs + [v] + [v, g] + inputs], repeats)   # + read, write grads
-
-    def loop_fwd_bwd():
-        torch.autograd.grad(minimal_loop(v, dt, A, B, C, D), leaves, g)
-
-    rss = peak_rss_mb()
-    with torch.no_grad():
-        loop = best_of(lambda: minimal_loop(v, dt, A, B, C, D), repeats)
-    loop_bwd = best_of(loop_fwd_bwd, max(1, repeats // 2))
-    loop_rss = peak_rss_mb() - rss
+    g = torch.randn(batch, L, E)
+    inputs = [v, dt, B, C]
+    copy = row("streaming bound (copy of inputs + outputs)", lambda: [t.clone() for t in inputs + [v]],
+               lambda: [t.clone() for t in inputs + [v] + [v, g] + inputs])     # + read inputs and gy, write grads
+    fused_fwd = lambda: selective_scan(v, dt, A, B, C, D)                       # noqa: E731
+    fused_fwd_bwd = lambda: torch.autograd.grad(selective_scan(v, dt, A, B, C, D)[0], leaves, g)   # noqa: E731
+    fused_fwd_bwd()                                                              # compile the kernels
+    fused = row("fused op (lrnn_spec::selective_scan)", fused_fwd, fused_fwd_bwd)
+    loop = row("mamba-minimal-style torch loop", lambda: minimal_loop(v, dt, A, B, C, D),
+               lambda: torch.autograd.grad(minimal_loop(v, dt, A, B, C, D), leaves, g), 1)
     gru = torch.nn.GRU(E, E, batch_first=True)
-    with torch.no_grad():
-        gru_fwd = best_of(lambda: gru(v), repeats)
-    gru_bwd = best_of(lambda: torch.autograd.grad(gru(v)[0], [v] + list(gru.parameters()), g), max(1, repeats // 2))
-
-    rows = [("fused op (lrnn_spec::selective_scan)", fwd, fwd_bwd),
-            ("streaming bound (copy of inputs + outputs)", copy, copy_bwd),
-            ("mamba-minimal-style torch loop", loop, loop_bwd),
-            (f"nn.GRU({E}, {E})", gru_fwd, gru_bwd)]
-    print(f"{'':44s} {'forward ms':>11s} {'fwd+bwd ms':>11s}")
-    for name, f, fb in rows:
-        print(f"{name:44s} {1e3 * f:11.2f} {1e3 * fb:11.2f}")
-    print(f"fused / streaming bound: forward {fwd / copy:.1f}x, fwd+bwd {fwd_bwd / copy_bwd:.1f}x; "
-          f"loop / fused: forward {loop / fwd:.1f}x, fwd+bwd {loop_bwd / fwd_bwd:.1f}x")
-    print(f"peak RSS growth (MB): fused forward {fwd_rss:.0f}, fused fwd+bwd {fwd_bwd_rss:.0f}, loop {loop_rss:.0f}; "
-          f"one (b, L, E, N) float32 array = {batch * L * E * N * 4 / 2 ** 20:.0f} MB")
-
+    row(f"nn.GRU({E}, {E})", lambda: gru(v), lambda: torch.autograd.grad(gru(v)[0], [v] + list(gru.parameters()), g), 1)
+    print(f"fused / streaming bound: forward {fused[0] / copy[0]:.1f}x, fwd+bwd {fused[1] / copy[1]:.1f}x; "
+          f"loop / fused: forward {loop[0] / fused[0]:.1f}x, fwd+bwd {loop[1] / fused[1]:.1f}x; "
+          f"fused: {fused[0] / (batch * L * E * N) * 1e9:.1f} ns per (t, e, n) update forward; "
+          f"one (b, L, E, N) float32 array = {batch * L * E * N * 4 / 2 ** 20:.0f} MB", flush=True)
 
 if __name__ == "__main__":
     main()

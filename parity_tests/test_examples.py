@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from parity_tests import test_parity, test_parity_discretize_scan, test_parity_pooling_classifier
 from parity_tests.backend import Backend, counted
@@ -21,6 +22,18 @@ def adapter(name, **declarations):
     backend = Backend(f"parity_tests.examples.{name}", "cpu")
     backend.declarations.update(declarations)
     return backend
+
+
+settings.register_profile("negative", parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate))
+
+
+@pytest.fixture(autouse=True)
+def _no_shrinking():
+    """The first failing example is the evidence: no shrinking (the test asserts the message, not a minimum)."""
+    previous = os.environ.get("LRNN_PROFILE", "ci")
+    settings.load_profile("negative")
+    yield
+    settings.load_profile(previous)
 
 
 def run(prop, **kwargs):

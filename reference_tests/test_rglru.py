@@ -246,3 +246,12 @@ def test_bad_calls_raise_naming_the_rule():
     with pytest.raises(ValueError, match="state must have shape"):
         layer.step(x[:, 0], np.zeros((2, 3)))
     assert not hasattr(layer, "kernel")
+
+
+def test_classifier_builds_rglru_without_d_state():
+    """RG-LRU has no d_state: the classifier passes it only to mixers whose signature has it (SPEC §6)."""
+    from reference import Classifier
+    model = Classifier(3, num_classes=2, d_model=4, d_state=5, n_layers=2, lrnn_cls=["RGLRU", "S7"], dropout=0.0,
+                       lrnn_params=[{"num_heads": 2}, {}], seed=0)
+    logits = model(np.random.default_rng(0).normal(size=(2, 6, 3)))
+    assert logits.shape == (2, 2) and np.isfinite(logits).all()

@@ -11,7 +11,7 @@ from parity_tests.golden_rglru_s7 import S7_FILES, S7_UPSTREAM_STABLESSM, load, 
 from parity_tests.strategies import CONTINUOUS_METHODS, rng_from, seeds, sequence_lengths, timesteps
 from parity_tests.tolerances import allowed_error, assert_close
 from reference.layers.s5 import S5
-from reference.layers.s7 import S7, stablessm, stablessm_inverse
+from reference.layers.s7 import DT_INIT_FLOOR, S7, stablessm, stablessm_inverse
 from reference.scan import SCAN_METHODS
 
 # SPEC §4.10 / §10a regression values.
@@ -201,3 +201,16 @@ def test_no_convolution_view():
     with pytest.raises(ValueError, match="no convolution kernel view"):
         layer(np.zeros((1, 3, 2)), method="fft")
     assert not hasattr(layer, "kernel")
+
+
+# ----------------------------------------------------------------------------- initialisation
+@given(seed=seeds, dt_min=st.sampled_from([1e-5, 1e-3, 0.05]), ratio=st.sampled_from([1.0, 10.0, 100.0]))
+def test_initial_step_is_in_range(seed, dt_min, ratio):
+    """softplus(dt_proj.bias) = max(δ, 1e-4) with δ log-uniform in [dt_min, dt_max) (Δ_t at zero input)."""
+    layer = S7(3, 4, dt_min=dt_min, dt_max=dt_min * ratio, seed=seed)
+    dt = np.logaddexp(0.0, layer.params["dt_proj.bias"])
+    low, high = max(dt_min, DT_INIT_FLOOR), max(dt_min * ratio, DT_INIT_FLOOR)
+    assert_close(np.clip(dt, low, high), dt, what=f"Δ in [{low}, {high}]")
+    assert (layer.params["x_proj.bias"] == 0).all()
+    bound = layer.config["step_rescale"] / np.sqrt(layer.dt_rank)
+    assert (np.abs(layer.params["dt_proj.weight"]) <= bound).all()

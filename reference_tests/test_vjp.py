@@ -291,3 +291,18 @@ def test_classifier_loss_and_grad_equals_finite_differences(num_classes):
     assert set(grads) == set(model.params)
     for key, value in model.params.items():
         assert_fd(grads[key], central_difference(loss, value), key)
+
+
+def test_optimizers_refuse_bad_arguments():
+    from reference import optim
+    params = {"w": np.zeros(2)}
+    with pytest.raises(ValueError, match="unknown parameter 'nope'"):
+        optim.Adam(params).step({"nope": np.zeros(2)})
+    with pytest.raises(ValueError, match="gradient of 'w' has shape"):
+        optim.SGD(params).step({"w": np.zeros(3)})
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
+        optim.SGD(params, nesterov=True)
+    with pytest.raises(ValueError, match="betas must be < 1"):
+        optim.Adam(params, betas=(0.9, 1.0))
+    with pytest.raises(TypeError, match="params must be a dict of float64"):
+        optim.Adam({"w": np.zeros(2, np.float32)})

@@ -442,6 +442,10 @@ def scan_dense(A, b, h0=None):
     constant, per_step = tuple(b.shape[2:]) + (N,), tuple(b.shape) + (N,)
     if tuple(A.shape) not in (constant, per_step):
         raise ValueError(f"A must have shape {constant} or {per_step}; got {tuple(A.shape)}")
+    if torch.compiler.is_compiling():
+        # Note: traced code takes the log-depth associative form (⌈log2 L⌉ batched matmuls) rather than the
+        # loop, which torch.compile unrolls L times (182 s to compile LSSL at L = 32, growing with L).
+        return _scan_dense_associative(A.expand(per_step), b, None if h0 is None else h0.to(dtype))
     b_steps = b.unbind(1)                                                           # L × (b, S..., N)
     state = torch.zeros_like(b_steps[0]) if h0 is None else h0.to(dtype)           # (b, S..., N)
     states = []
@@ -454,3 +458,17 @@ def scan_dense(A, b, h0=None):
             state = (A @ state.movedim(0, -1)).movedim(-1, 0) + b_t                 # (S..., N, b) -> (b, S..., N)
             states.append(state)
     return torch.stack(states, dim=1)                                               # (b, L, S..., N)
+
+
+def _scan_dense_associative(A, b, h0):
+    """`scan_dense` as a Hillis–Steele scan over the pairs (A_t, b_t) with combine (A_j A_i, A_j b_i + b_j):
+    round d combines every element with the one 2^d earlier. A (b, L, S..., N, N), b (b, L, S..., N)."""
+    if h0 is not None:                                               # fold h0 into the first element
+        b = torch.cat([b[:, :1] + (A[:, :1] @ h0[:, None, ..., None])[..., 0], b[:, 1:]], dim=1)
+    offset, L = 1, b.shape[1]
+    while offset < L:
+        A_later, A_earlier = A[:, offset:], A[:, :-offset]                         # (b, L − d, S..., N, N)
+        b = torch.cat([b[:, :offset], (A_later @ b[:, :-offset, ..., None])[..., 0] + b[:, offset:]], dim=1)
+        A = torch.cat([A[:, :offset], A_later @ A_earlier], dim=1)
+        offset *= 2
+    return b                                                                        # (b, L, S..., N)

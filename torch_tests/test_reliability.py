@@ -282,13 +282,23 @@ def torch_layer_output(seed):
         return layer(features(batch=4, L=4096, seed=seed)).numpy()             # b·L·N = 65 536: parallel kernel
 
 
-def test_forked_workers_run_torch_layers_after_the_parent_did():
-    import multiprocessing
+class LayerOutputs(torch.utils.data.Dataset):
+    """Item i: a torch layer's output computed inside the worker (a dataset that runs a feature extractor)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return torch_layer_output(i)
+
+
+def test_forked_dataloader_workers_run_torch_layers_after_the_parent_did():
+    """DataLoader workers forked after the parent ran the parallel Numba kernel (every worker aborted before)."""
     expected = [torch_layer_output(seed) for seed in (0, 1)]
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        results = pool.map_async(torch_layer_output, [0, 1]).get(timeout=300)
-    for got, want in zip(results, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    loader = torch.utils.data.DataLoader(LayerOutputs(), batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork", timeout=300)
+    for got, want in zip(loader, expected):
+        np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_lssl_with_autograd_names_the_sizes_beyond_the_memory_limit(monkeypatch):
@@ -300,5 +310,36 @@ def test_lssl_with_autograd_names_the_sizes_beyond_the_memory_limit(monkeypatch)
     monkeypatch.setattr(lssl, "EVENT_MEMORY_LIMIT", 2 * 3 * 4 * 4 * 8 * 7)      # 7 steps of transitions
     with torch.no_grad():
         torch.testing.assert_close(layer(x, integration_timesteps=tau), whole, rtol=1e-15, atol=1e-15)
-    with pytest.raises(ValueError, match=r"b·L·H·N² = 2·50·3·4² .* kept for the backward pass"):
+    with pytest.raises(ValueError, match=r"b·L·H·N² = 2·50·3·4² dense transition entries of 8 bytes \(kept for the backward pass\)"):
         layer(x, integration_timesteps=tau)
+
+
+# ----------------------------------------------------------------------------- compiled LSSL does not unroll L
+def test_dense_associative_scan_equals_the_loop():
+    from torch_backend.scan import _scan_dense_associative, scan_dense
+    generator = torch.Generator().manual_seed(0)
+    A = 0.3 * torch.randn(2, 37, 3, 4, 4, dtype=torch.float64, generator=generator)
+    b = torch.randn(2, 37, 3, 4, dtype=torch.float64, generator=generator)
+    h0 = torch.randn(2, 3, 4, dtype=torch.float64, generator=generator)
+    assert_close(_scan_dense_associative(A, b, h0).numpy(), scan_dense(A, b, h0).numpy(), "float64")
+
+
+def traced_nodes(module, L):
+    """Number of nodes in the graph torch.compile traces for one call at length L (no code generation)."""
+    counts = []
+
+    def count(graph_module, example_inputs):
+        counts.append(len(graph_module.graph.nodes))
+        return graph_module.forward
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend=count, fullgraph=True)
+    x = features(L=L)
+    assert_close(compiled(x).detach().numpy(), module(x).detach().numpy(), "float32", what=f"L={L}")
+    return counts[0]
+
+
+def test_compiled_lssl_graph_grows_with_log_length_not_length():
+    """The loop was unrolled: 4× the nodes for 4× the steps (182 s to compile at L = 32 with inductor)."""
+    layer = torch_backend.LSSL(3, 4, seed=0)
+    short, long = traced_nodes(layer, 16), traced_nodes(layer, 64)              # 4 and 6 rounds
+    assert long < 2 * short, (short, long)

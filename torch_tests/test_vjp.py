@@ -204,7 +204,8 @@ def batch_data(rng, batch, L, input_dim, num_classes, vocab_size=None):
     return x, labels, lengths, tau
 
 
-@pytest.mark.parametrize("kind", ["classes", "regression", "tokens", "training-mode-no-dropout", "lssl-multires"])
+@pytest.mark.parametrize("kind", ["classes", "regression", "tokens", "training-mode-no-dropout", "lssl-multires",
+                                  "selective-matrix-state"])
 def test_loss_and_grad_equals_autograd(kind):
     rng = np.random.default_rng(10)
     config = dict(MIXED, input_dim=3, num_classes=3, pooling="mean", seed=1)
@@ -217,6 +218,9 @@ def test_loss_and_grad_equals_autograd(kind):
         config.update(lrnn_cls=["LSSL", "MultiresConv", "LSSL", "MultiresConv"], pooling="last",
                       lrnn_params=[{"channels": 2}, {"kernel_size": 2, "depth": 2}, {"learn_A": True}, {}])
         use_tau = False
+    elif kind == "selective-matrix-state":
+        config.update(lrnn_cls=["S6", "RGLRU", "GLA", "GatedDeltaNet"], d_model=4, pooling="max",
+                      lrnn_params=[{}, {"num_heads": 2}, {"n_heads": 2, "gate_low_rank_dim": 2}, {"n_heads": 2}])
     model = Classifier(**config)
     if kind == "training-mode-no-dropout":
         model.train()
@@ -255,15 +259,20 @@ def test_numpy_training_equals_torch_training():
     assert numpy_losses[-1] < numpy_losses[0]                                            # it did learn
 
 
-def test_sgd_with_momentum_equals_torch():
+@pytest.mark.parametrize("name,kwargs", [
+    ("SGD", {}), ("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "nesterov": True}),
+    ("SGD", {"lr": 0.1, "momentum": 0.5, "dampening": 0.2}),
+    ("Adam", {}), ("Adam", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01})],
+    ids=["sgd-defaults", "sgd-nesterov", "sgd-dampening", "adam-defaults", "adam-options"])
+def test_optimizer_equals_torch(name, kwargs):
+    """reference.optim against torch.optim over 5 steps of random gradients (same defaults, same rules)."""
     rng = np.random.default_rng(14)
     params = {"w": rng.normal(size=(3, 2))}
     w_t = torch.nn.Parameter(t(params["w"]).clone())
-    ours = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
-    theirs = torch.optim.SGD([w_t], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    ours, theirs = getattr(optim, name)(params, **kwargs), getattr(torch.optim, name)([w_t], **kwargs)
     for _ in range(5):
         grad = rng.normal(size=(3, 2))
         ours.step({"w": grad})
         w_t.grad = t(grad)
         theirs.step()
-    assert_close(params["w"], w_t.detach().numpy(), what="SGD")
+    assert_close(params["w"], w_t.detach().numpy(), what=name)

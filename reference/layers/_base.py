@@ -86,8 +86,8 @@ def read_saved(path, layer_class):
                              owner=f"{class_name} in {path}", values=False)
             for name, (shape, dtype) in headers.items():
                 if name not in ("__config__", "__class__") and (dtype.kind not in "iuf"):
-                    raise TypeError(f"{class_name} parameter {name!r} in {path} must be a real floating-point "
-                                    f"array; got dtype {dtype}")
+                    raise TypeError(f"{class_name} parameter {name!r} in {path} must be a real array; "
+                                    f"got dtype {dtype}")
             params = {name: _read_array(archive, name, path) for name in shapes}
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
         raise ValueError(f"{path} is not a readable .npz file written by Layer.save "
@@ -184,7 +184,7 @@ def check_params(params, expected, owner="layer", values=True):
     for name, reference in expected.items():
         value = np.asarray(params[name])
         if value.dtype.kind not in "iuf":
-            raise TypeError(f"{owner} parameter {name!r} must be a real floating-point array; got dtype {value.dtype}")
+            raise TypeError(f"{owner} parameter {name!r} must be a real array; got dtype {value.dtype}")
         if value.shape != reference.shape:
             raise ValueError(f"{owner} parameter {name!r} must have shape {reference.shape}; got {value.shape}")
         if not np.isfinite(value).all():

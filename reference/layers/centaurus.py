@@ -29,6 +29,7 @@ Glossary (SPEC §1): b batch, l lag/time, h input channel, o output channel, H d
 n block (R = d_state), m sub-state (M = sub_state_dim).
 """
 import numpy as np
+from scipy.special import expit
 
 from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
 from ..discretize import METHODS, discretize
@@ -241,7 +242,7 @@ class Centaurus(Layer):
             Lambda, dt, method, tau, drive, h0, states, grad_states)
         grad_drive = grad_drive.real                                                       # W_in u_t is real
         grad_W_in = contract(f"bl{s},blh->{w_in}", grad_drive, x)                         # like W_in
-        grads = {"A_re_raw": -grad_Lambda.real / (1 + np.exp(-p["A_re_raw"])),             # softplus' = sigmoid
+        grads = {"A_re_raw": -grad_Lambda.real * expit(p["A_re_raw"]),                     # softplus' = sigmoid
                  "A_im": grad_Lambda.imag,
                  "log_dt": (grad_dt * dt).reshape(p["log_dt"].shape)}
         if self.mode == "neck":          # W_in = B over m, W_out = C_{o,n} E_{n,m}
