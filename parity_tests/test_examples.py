@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from parity_tests import test_parity, test_parity_discretize_scan, test_parity_pooling_classifier
 from parity_tests.backend import Backend, counted
+from parity_tests.strategies import pooling_inputs, seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,22 +26,16 @@ def adapter(name, **declarations):
     return backend
 
 
-settings.register_profile("negative", parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate))
+FIRST_FAILURE = settings(parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate),
+                         max_examples=20)
+DATA = {"data": st.data()}
 
 
-@pytest.fixture(autouse=True)
-def _no_shrinking():
-    """The first failing example is the evidence: no shrinking (the test asserts the message, not a minimum)."""
-    previous = os.environ.get("LRNN_PROFILE", "ci")
-    settings.load_profile("negative")
-    yield
-    settings.load_profile(previous)
-
-
-def run(prop, **kwargs):
-    """Call a property (its examples rejected on Unsupported, as in a suite run) with its arguments."""
-    prop.hypothesis.inner_test = counted(prop.hypothesis.inner_test)
-    return prop(**kwargs)
+def run(prop, strategies=None, **kwargs):
+    """Run a property's body as the suite does (examples rejected on Unsupported), stopping at the first failing
+    example (the evidence is its message; no shrinking), with hypothesis drawing `strategies` (default: data)."""
+    body = counted(prop.hypothesis.inner_test)
+    return FIRST_FAILURE(given(**(strategies or DATA))(body))(**kwargs)
 
 
 def test_gradients_under_the_package_own_names_fail_naming_the_keys():
@@ -76,9 +72,11 @@ def test_a_declared_missing_discretisation_is_rejected_not_failed():
 def test_inverted_bilinear_and_first_element_stride_fail():
     broken = adapter("broken_backend")
     with pytest.raises(AssertionError, match="discretize bilinear: stable in, unstable out"):
-        run(test_parity_discretize_scan.test_discretize_stable_in_stable_out, backend=broken, method="bilinear")
+        run(test_parity_discretize_scan.test_discretize_stable_in_stable_out,
+            {"seed": seeds, "log_dt": st.floats(-6, 3)}, backend=broken, method="bilinear")
     with pytest.raises(AssertionError, match="pool stride / x' / float64"):
-        run(test_parity_pooling_classifier.test_pool, backend=broken, dtype="float64", mode="stride")
+        run(test_parity_pooling_classifier.test_pool, {"case": pooling_inputs()}, backend=broken, dtype="float64",
+            mode="stride")
 
 
 def test_a_suite_run_on_the_broken_adapter_fails_and_counts_honestly():

@@ -135,9 +135,16 @@ def causal_dilated_conv_vjp(u, g, dilation, grad_y):
 
 
 # ----------------------------------------------------------------------------- the vjp preamble
+BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D")     # layers whose vjp includes the backward direction (SPEC §4.12)
+
+
 def prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):
     """The one preamble of every layer's `vjp`: the forward's checks (`prepare_call`), then G_y checked
-    against x's shape and zeroed at padded positions. Returns (G_y, x, lengths, τ, h0)."""
+    against x's shape and zeroed at padded positions. Returns (G_y, x, lengths, τ, h0).
+    A bidirectional layer whose vjp does not yet include the backward direction is refused, never half-done."""
+    if getattr(layer, "bidirectional", False) and type(layer).__name__ not in BIDIRECTIONAL_VJPS:
+        raise ValueError(f"vjp is not available for {type(layer).__name__} with bidirectional=True: the adjoint of "
+                         f"its backward direction is not written yet (written for {', '.join(BIDIRECTIONAL_VJPS)})")
     from .layers._checks import prepare_call  # here, not at the top: the layers import this module
     x, lengths, tau, h0 = prepare_call(layer, x, lengths, integration_timesteps, initial_state, "sequential")
     grad_y = mask_padding(check_grad(grad_y, x.shape), lengths)                          # (b, L, H)
@@ -364,3 +371,24 @@ def matrix_read_out_vjp(grad_y, o, W_out, norm_weight):
 def projection_vjp(grad_z, x, W):
     """z = W x over the last axis (W (out, in), no bias): (G_x (b, L, in), G_W (out, in)) from G_z (b, L, out)."""
     return contract("blo,od->bld", grad_z, W), contract("blo,bld->od", grad_z, x)
+
+
+# ----------------------------------------------------------------------------- bidirectional layers (SPEC §4.12)
+def backward_direction_states(Lambda, dt, method, tau, drive, lengths):
+    """The backward direction's states h^b (b, L, S...): `diagonal_states` on each row's reversed valid prefix
+    with the reversed gaps, reversed back (the drive v_t = W u_t is positionwise, so it is reversed instead of u)."""
+    from .layers._bidirectional import reverse_within, reversed_gaps
+    states = diagonal_states(Lambda, dt, method, reversed_gaps(tau, lengths), reverse_within(drive, lengths))
+    return reverse_within(states, lengths)                                               # (b, L, S...)
+
+
+def backward_direction_vjp(Lambda, dt, method, tau, drive, lengths, states_back, grad_states_back):
+    """The adjoint of `backward_direction_states`: a reversal within lengths is its own inverse (a permutation
+    of each row's valid prefix), so the reverse scan of the reversed sequence runs forward in time.
+    Returns (G_λ, G_Δ with dt's shape, G_v (b, L, S...)) to add to the forward direction's."""
+    from .layers._bidirectional import reverse_within, reversed_gaps
+    tau_r, drive_r = reversed_gaps(tau, lengths), reverse_within(drive, lengths)
+    grad_Lambda, grad_dt, grad_drive_r, _ = diagonal_states_vjp(
+        Lambda, dt, method, tau_r, drive_r, None, reverse_within(states_back, lengths),
+        reverse_within(grad_states_back, lengths))
+    return grad_Lambda, grad_dt, reverse_within(grad_drive_r, lengths)

@@ -66,7 +66,7 @@ def resolve_mixer(spec, name):
     """A registry name or a class → (class, what the config stores: the registry name, else the class)."""
     if isinstance(spec, str):
         if spec not in REGISTRY:
-            raise ValueError(f"{name} must be a class or one of {', '.join(REGISTRY) or '(empty registry)'}; "
+            raise ValueError(f"{name} must be a class or one of {', '.join(sorted(REGISTRY)) or '(empty registry)'}; "
                              f"got {spec!r}")
         return REGISTRY[spec], spec
     if isinstance(spec, type):

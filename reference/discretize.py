@@ -106,9 +106,10 @@ def discretize(Lambda, dt, method, tau=None):
     z = _exponent(Lambda, dt_A)                               # λΔ_A, exactly 0 where Δ_A = 0
     gone = np.exp(z.real) == 0                                # |e^z| underflows: Ā = 0, the past is forgotten
     z_live = np.where(gone, 0.0, z)                           # e^z of Re z = −inf with Im z = ±inf is NaN
+    decay = np.where(gone, 0.0, np.exp(z_live))               # e^{λΔ_A}: (S...) or (b, L, S...)
 
     if method == "zoh":
-        Lambda_bar = np.where(gone, 0.0, np.exp(z_live))
+        Lambda_bar = decay
         minus_inverse = -1 / np.where(gone, Lambda, 1.0)      # γ̄ = (e^z − 1)/λ → −1/λ as e^z → 0
         gamma_bar = np.where(gone, minus_inverse, dt_A * phi1(z_live))
     elif method == "bilinear":
@@ -119,13 +120,13 @@ def discretize(Lambda, dt, method, tau=None):
         Lambda_bar = np.where(large, (inverse + Lambda / 2) / (inverse - Lambda / 2), (1 + half) / (1 - half))
         gamma_bar = np.where(large, 1 / (inverse - Lambda / 2), dt_A / (1 - half))
     elif method == "exp_euler":
-        Lambda_bar = np.where(gone, 0.0, np.exp(z_live))
+        Lambda_bar = decay
         gamma_bar = dt_A * one
     elif method == "async":
-        Lambda_bar = np.where(gone, 0.0, np.exp(z_live))
+        Lambda_bar = decay
         gamma_bar = np.broadcast_to(dt * phi1(Lambda * dt), Lambda_bar.shape)
     elif method == "dirac":
-        Lambda_bar = np.where(gone, 0.0, np.exp(z_live))
+        Lambda_bar = decay
         gamma_bar = one
     else:  # "none": Lambda is already discrete; under events the decay is raised to the power τ
         Lambda_bar = Lambda * one if tau is None else _power(Lambda, tau)

@@ -209,9 +209,11 @@ def test_state_decays_at_init_and_after_perturbation(name, data):
 def test_s5_clip_eigs_clamps_the_real_part(method, seed):
     layer = perturb(S5(2, 4, discretization=method, clip_eigs=True, seed=seed), rng_from(seed))
     layer.params["Lambda_re"] = np.abs(layer.params["Lambda_re"])             # an unstable Λ in the parameters
-    Lambda, dt, *_ = layer.system()
-    assert np.all(Lambda.real <= -1e-4)
-    assert np.all(np.abs(discretize(Lambda, dt, method)[0]) < 1)
+    Lambda_bar, *_ = layer.discrete_system()
+    clamped = np.minimum(layer.params["Lambda_re"], -1e-4) + 1j * layer.params["Lambda_im"]   # Re Λ <= −1e-4
+    dt = layer.config["step_rescale"] * np.exp(layer.params["log_dt"])
+    np.testing.assert_array_equal(Lambda_bar, discretize(clamped, dt, method)[0])
+    assert np.all(np.abs(Lambda_bar) < 1)
 
 
 # ----------------------------------------------------------------------------- seeds and exchange

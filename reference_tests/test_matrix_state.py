@@ -405,6 +405,15 @@ def test_init_regression_values():
     assert_close(dt_bias_init(np.random.default_rng(0), 3, 0.01, 0.01), np.full(3, -4.600166019), what="dt_bias")
 
 
+@pytest.mark.parametrize("dt_min, dt_max", [(1e-3, 0.1), (1e-5, 1e-4), (0.5, 0.5), (1e-6, 2.0)])
+@pytest.mark.parametrize("name", ["GatedDeltaNet", "DeltaProduct"])
+def test_gate_step_within_its_range(name, dt_min, dt_max):
+    """Δ = softplus(dt_bias) ∈ [max(dt_min, 1e-4), max(dt_max, 1e-4)] at init (fla clamps the draw at 1e-4)."""
+    layer = build(name, dt_min=dt_min, dt_max=dt_max)
+    dt = np.logaddexp(0.0, layer.params["dt_bias"])
+    assert np.all(dt >= max(dt_min, 1e-4) * (1 - 1e-12)) and np.all(dt <= max(dt_max, 1e-4) * (1 + 1e-12)), dt
+
+
 @pytest.mark.parametrize("name", ["GatedDeltaNet", "DeltaProduct"])
 def test_zero_gap_removes_only_the_decay(name):
     """τ = 0 ⇒ α^0 = 1: the step equals the same layer with α ≡ 1 (A_log = −1000); the write is unchanged."""

@@ -49,7 +49,7 @@ def reference_mixer(spec, name):
     # Note: names are checked against the torch registry (a reference layer without a torch twin fails here).
     if isinstance(spec, str):
         if spec not in REGISTRY:
-            raise ValueError(f"{name} must be a class or one of {', '.join(REGISTRY) or '(empty registry)'}; "
+            raise ValueError(f"{name} must be a class or one of {', '.join(sorted(REGISTRY)) or '(empty registry)'}; "
                              f"got {spec!r}")
         return spec
     if isinstance(spec, type) and issubclass(spec, torch.nn.Module):

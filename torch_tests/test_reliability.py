@@ -182,7 +182,8 @@ def same_error(call_reference, call_torch):
 X64 = np.random.default_rng(3).normal(size=(2, 5, 3))
 
 
-@pytest.mark.parametrize("case", ["bool_tau", "bool_state", "nan_state", "inf_state", "bool_x", "float_lengths"])
+@pytest.mark.parametrize("case", ["bool_tau", "bool_state", "nan_state", "inf_state", "bool_x", "float_lengths",
+                                  "str_x", "object_x", "str_lengths", "str_tau", "complex_tau", "str_state"])
 def test_invalid_inputs_raise_the_same_error_in_both_backends(case):
     ref = reference.S5(3, 4, seed=0)
     module = torch_backend.from_reference(ref)
@@ -194,10 +195,23 @@ def test_invalid_inputs_raise_the_same_error_in_both_backends(case):
                  "bool_state": dict(initial_state=np.zeros((2, 4), bool)),
                  "nan_state": dict(initial_state=nan_state), "inf_state": dict(initial_state=inf_state),
                  "bool_x": dict(x=np.ones((2, 5, 3), bool)),
-                 "float_lengths": dict(lengths=np.array([1.0, 2.0]))}[case]
+                 "float_lengths": dict(lengths=np.array([1.0, 2.0])),
+                 "str_x": dict(x=np.full((2, 5, 3), "a")), "object_x": dict(x=np.full((2, 5, 3), None)),
+                 "str_lengths": dict(lengths=np.array(["1", "2"])), "str_tau": dict(integration_timesteps=np.full((2, 5), "a")),
+                 "complex_tau": dict(integration_timesteps=np.ones((2, 5)) * 1j),
+                 "str_state": dict(initial_state=np.full((2, 4), "a"))}[case]
     x = arguments.pop("x", X64)
-    same_error(lambda: ref(x, **arguments),
-               lambda: module(torch.from_numpy(x), **{k: torch.from_numpy(v) for k, v in arguments.items()}))
+    native = lambda v: torch.from_numpy(v) if v.dtype.kind in "biufc" else v          # noqa: E731 (torch holds no strings)
+    same_error(lambda: ref(x, **arguments), lambda: module(native(x), **{k: native(v) for k, v in arguments.items()}))
+
+
+def test_unknown_mixer_names_are_listed_sorted_in_both_backends():
+    """Each backend lists its registry (the torch one may lack a layer), in one order: sorted."""
+    for classifier in (reference.Classifier, torch_backend.Classifier):
+        with pytest.raises(ValueError, match=r"lrnn_cls\[0\] must be a class or one of") as error:
+            classifier(3, 2, n_layers=1, lrnn_cls="GRU")
+        listed = str(error.value).split("one of ")[1].split(";")[0].split(", ")
+        assert listed == sorted(listed)
 
 
 def test_reference_classifier_names_the_rule_for_a_torch_layer_class():

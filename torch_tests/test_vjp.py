@@ -52,6 +52,10 @@ CASES = (
     + [("RGLRU", RGLRU, {"d_model": 4, "num_heads": 2}),
        ("RGLRU-block", RGLRU, {"d_model": 2, "block": True, "lru_width": 4, "num_heads": 2,
                                "conv1d_temporal_width": 3})]
+    + [("LRU-bidirectional", LRU, {"d_model": 3, "d_state": 4, "bidirectional": True}),
+       ("S5-bidirectional-conj_sym", S5, {"d_model": 3, "d_state": 2, "conj_sym": True, "bidirectional": True}),
+       ("S4D-bidirectional-bilinear", S4D, {"d_model": 3, "d_state": 2, "discretization": "bilinear",
+                                            "bidirectional": True})]
     + [("GLA", GLA, {"d_model": 4, "n_heads": 2, "gate_low_rank_dim": 2}),
        ("GLA-linear-attention", GLA, {"d_model": 4, "n_heads": 2, "use_gate": False}),
        ("GatedDeltaNet", GatedDeltaNet, {"d_model": 4, "n_heads": 2}),
@@ -87,9 +91,9 @@ def make_case(cls, kwargs, seed, with_extras, batch=2, L=7):
         if getattr(layer, "accepts_timesteps", True):
             tau = rng.uniform(0.2, 2.0, (batch, L))                                       # (b, L)
             tau[0, 2] = tau[1, 0] = 0.0
-        zero = layer.init_state(batch)                          # an array, or a pair (S6 block: conv state, h)
+        zero = None if getattr(layer, "bidirectional", False) else layer.init_state(batch)   # no state: no h0
         draw = lambda z: rng.normal(size=z.shape) + (1j * rng.normal(size=z.shape) if np.iscomplexobj(z) else 0)  # noqa: E731
-        h0 = tuple(draw(z) for z in zero) if isinstance(zero, tuple) else draw(zero)
+        h0 = None if zero is None else tuple(draw(z) for z in zero) if isinstance(zero, tuple) else draw(zero)
     return layer, x, grad_y, lengths, tau, h0
 
 

@@ -8,4 +8,6 @@ equal to the definition it speeds up (the sequential loop of `reference/scan.py`
 the math never needs to open this package.
 
     scan       the tuned linear scan h_t = a_t ⊙ h_{t−1} + b_t and its fused adjoint (SPEC §3)
+    selective  the fused selective scan of S6 (SPEC §4.8)
+    launch     how every kernel is compiled and launched (cache, serial twin, threads)
 """

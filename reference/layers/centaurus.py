@@ -21,6 +21,10 @@ Leaves out: the public code's norm/activation/dropout around the layer, its FFT 
 kernel view here is `kernel` + fft_causal_conv) and any D (skip) term — Centaurus has none, so the
 lag-0 kernel is only W_out Re(γ̄) W_in. The public neck mode multiplies E into the state on the input
 side; SPEC applies it at the read-out (the same outputs; the state differs by the factor E).
+Bidirectional (SPEC §4.12): y_t = [W_out | W_out_back] · Re[h^f_t; h^b_t], a read-out of doubled input width whose
+backward half W_out_back (H, *state) is built by the mode's W_out formula from `_back` twins of the parameters that
+enter W_out only (`OUT_NAMES`: neck C_back (H, R), E_back (R, M); pointwise C_back (H, R·M); dws W_mix_back (H, H),
+E_back (H, M); full E_back (H, H, M)), drawn like them after all forward parameters; Λ, Δ and W_in are shared.
 Mode aliases: "pw" and "s5" mean "pointwise"; `config["mode"]` stores the canonical name.
 `discretization="none"` is refused (as in S5 and S4D): λ is continuous-time, and using it as the
 discrete Ā would be unstable (|−½ + iπm| > 1 for m >= 1).
@@ -35,8 +39,10 @@ from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter
 from ..discretize import METHODS, discretize
 from ..scan import scan
 from ._base import Layer
+from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
+                             two_sided_kernel)
 from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import final_state_by_convolution, fft_causal_conv, final_state, powers
+from ._math import final_state_by_convolution, final_state, powers
 
 MODES = ("neck", "pointwise", "dws", "full")
 MODE_ALIASES = {"pw": "pointwise", "s5": "pointwise"}
@@ -117,6 +123,21 @@ def init_centaurus(d_model, d_state, sub_state_dim, mode, rng):
     return params
 
 
+# The parameters that enter W_out only (not W_in), per mode: a bidirectional layer has a `_back` twin of each.
+OUT_NAMES = {"neck": ("C", "E"), "pointwise": ("C",), "dws": ("W_mix", "E"), "full": ("E",)}
+
+
+def centaurus_back_params(d_model, d_state, sub_state_dim, mode, rng):
+    """The `_back` twins of OUT_NAMES[mode] (SPEC §4.12), drawn like them right after all forward parameters."""
+    drawn = init_centaurus(d_model, d_state, sub_state_dim, mode, rng)
+    return {f"{name}_back": drawn[name] for name in OUT_NAMES[mode]}
+
+
+def back_maps(params, mode, shapes):
+    """(W_in, W_out_back): the mode's maps with the `_back` twins in place of the read-out parameters."""
+    return io_maps({**params, **{name: params[f"{name}_back"] for name in OUT_NAMES[mode]}}, mode, shapes)
+
+
 def io_maps(params, mode, shapes):
     """The real maps (W_in, W_out) of the module table, from the parameters of one mode."""
     state = shapes["state"]
@@ -139,17 +160,18 @@ class Centaurus(Layer):
     methods = LAYER_METHODS
 
     def __init__(self, d_model, d_state, sub_state_dim=16, mode="pointwise", discretization="exp_euler",
-                 seed=None):
+                 bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         self.sub_state_dim = check_positive_int(sub_state_dim, "sub_state_dim")
         self.mode = resolve_mode(mode)
         check_sizes(self.d_model, self.d_state, self.mode)
         self.discretization = check_choice(discretization, "discretization", CENTAURUS_METHODS)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "sub_state_dim": self.sub_state_dim,
-                       "mode": self.mode, "discretization": discretization, "seed": seed}
+                       "mode": self.mode, "discretization": discretization, "bidirectional": self.bidirectional, "seed": seed}
         self.shapes = mode_shapes(self.d_model, self.d_state, self.sub_state_dim, self.mode)
         self.state_shape = self.shapes["state"]
         letters = EINSUM_LETTERS[self.mode]
@@ -158,6 +180,8 @@ class Centaurus(Layer):
                            "kernel": f"{letters['w_out']},l{letters['state']},{letters['w_in']}->loh"}
         rng = np.random.default_rng(seed)
         self.params = init_centaurus(self.d_model, self.d_state, self.sub_state_dim, self.mode, rng)
+        if self.bidirectional:
+            self.params.update(centaurus_back_params(self.d_model, self.d_state, self.sub_state_dim, self.mode, rng))
 
     # --------------------------------------------------------------------- options resolved up front
     def continuous_eigenvalues(self):
@@ -172,10 +196,14 @@ class Centaurus(Layer):
         Lambda_bar, gamma_bar = discretize(self.continuous_eigenvalues(), dt, self.discretization, tau)
         return (Lambda_bar, gamma_bar) + io_maps(self.params, self.mode, self.shapes)
 
-    def read_out(self, states, x):
-        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term)."""
+    def read_out(self, states, x, states_back=None):
+        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term).
+        Bidirectional: + W_out_back Re h^b_t, states_back like states (SPEC §4.12)."""
         _, W_out = io_maps(self.params, self.mode, self.shapes)
-        return np.einsum(self.subscripts["out"], W_out, states.real)                        # (b, L, H)
+        y = np.einsum(self.subscripts["out"], W_out, states.real)                           # (b, L, H)
+        if states_back is not None:
+            y = y + np.einsum(self.subscripts["out"], back_maps(self.params, self.mode, self.shapes)[1], states_back.real)
+        return y
 
     # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -190,19 +218,27 @@ class Centaurus(Layer):
         initial_state: (b, *state_shape); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, L, S...)
         drive = np.einsum(self.subscripts["in"], W_in, x)                                   # (b, L, S...) W_in u_t
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")                 # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")         # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                       # (L, S...)
             return (y, final_state_by_convolution(state_kernel, drive, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * drive, h0, method=method)                     # (b, L, S...)
-        y = self.read_out(states, x)                                                        # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                              # SPEC §4.12
+            def run(u, t):                                                                  # from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _ = self.discrete_system(t)                   # (S...) or (b, L, S...)
+                return scan(Lambda_bar_t, gamma_bar_t * np.einsum(self.subscripts["in"], W_in, u), method=method)
+            states_back = backward_states(run, x, lengths, tau)                             # (b, L, S...)
+        y = self.read_out(states, x, states_back)                                           # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
@@ -214,7 +250,11 @@ class Centaurus(Layer):
         L = check_positive_int(L, "L")
         Lambda_bar, gamma_bar, W_in, W_out = self.discrete_system()                        # (S...)
         basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
-        return np.einsum(self.subscripts["kernel"], W_out, basis, W_in)                     # (L, H, H)
+        K = np.einsum(self.subscripts["kernel"], W_out, basis, W_in)                        # (L, H, H)
+        if self.bidirectional:                                                              # (2L − 1, H, H)
+            W_out_back = back_maps(self.params, self.mode, self.shapes)[1]
+            K = two_sided_kernel(K, np.einsum(self.subscripts["kernel"], W_out_back, basis, W_in))
+        return K
 
     def init_state(self, batch):
         """Zero state (batch, *state_shape) complex128."""
@@ -227,6 +267,7 @@ class Centaurus(Layer):
         Re-runs the recurrence, then: y = W_out Re x_t → reverse scan (SPEC §3) → W_in u_t and the
         discretisation → A_re_raw (through softplus' = sigmoid), A_im, log_dt, and the mode's maps.
         """
+        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, method, letters = self.params, self.discretization, EINSUM_LETTERS[self.mode]
         s, w_in, w_out = letters["state"], letters["w_in"], letters["w_out"]

@@ -15,13 +15,16 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state; einsum letters b l
 """
 import numpy as np
 
-from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, complex_pair, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import discretize
 from ..init import check_real
 from ..scan import scan
 from ._base import Layer
+from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
+                             two_sided_kernel)
 from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 
 # ----------------------------------------------------------------------------- initialisers
@@ -63,6 +66,12 @@ def lru_params(rng, H, N, r_min, r_max, max_phase):
     }
 
 
+def lru_back_params(rng, H, N):
+    """The backward read-out C_back (SPEC §4.12), drawn like C right after all forward parameters."""
+    return {"C_back_re": rng.normal(0.0, np.sqrt(1 / N), (H, N)),         # (H, N)
+            "C_back_im": rng.normal(0.0, np.sqrt(1 / N), (H, N))}         # (H, N)
+
+
 # ----------------------------------------------------------------------------- the layer
 class LRU(Layer):
     """Linear Recurrent Unit: x (b, L, H) real → y (b, L, H) float64; complex state (b, N)."""
@@ -70,7 +79,7 @@ class LRU(Layer):
     kappa = 1
     methods = LAYER_METHODS
 
-    def __init__(self, d_model, d_state, r_min=0.0, r_max=1.0, max_phase=2 * np.pi, seed=None):
+    def __init__(self, d_model, d_state, r_min=0.0, r_max=1.0, max_phase=2 * np.pi, bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         r_max = check_real(r_max, "r_max", 0.0, 1.0)
@@ -78,11 +87,15 @@ class LRU(Layer):
         if r_min == 1.0:
             raise ValueError("r_min must be < 1 (|λ| = 1 is not stable and nu_log would be -inf); got 1.0")
         max_phase = check_real(max_phase, "max_phase", 0.0, low_open=True)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "r_min": r_min, "r_max": r_max,
-                       "max_phase": max_phase, "seed": seed}
-        self.params = lru_params(np.random.default_rng(seed), self.d_model, self.d_state, r_min, r_max, max_phase)
+                       "max_phase": max_phase, "bidirectional": self.bidirectional, "seed": seed}
+        rng = np.random.default_rng(seed)
+        self.params = lru_params(rng, self.d_model, self.d_state, r_min, r_max, max_phase)
+        if self.bidirectional:
+            self.params.update(lru_back_params(rng, self.d_model, self.d_state))
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None):
@@ -97,10 +110,14 @@ class LRU(Layer):
         C = p["C_re"] + 1j * p["C_im"]                                     # (H, N)
         return Lambda_bar, B, C, p["D"]
 
-    def read_out(self, states, x):
-        """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H))."""
-        C = self.params["C_re"] + 1j * self.params["C_im"]                 # (H, N)
-        return np.einsum("hn,...n->...h", C, states).real + self.params["D"] * x
+    def read_out(self, states, x, states_back=None):
+        """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H)).
+        Bidirectional: + Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        p = self.params
+        y = np.einsum("hn,...n->...h", p["C_re"] + 1j * p["C_im"], states).real + p["D"] * x    # (b, L, H)
+        if states_back is not None:
+            y = y + np.einsum("hn,...n->...h", p["C_back_re"] + 1j * p["C_back_im"], states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -114,18 +131,22 @@ class LRU(Layer):
         initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, B, _, _ = self.discrete_system(tau)                              # λ^τ: (N,) or (b, L, N)
         Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")  # (b, L, H)
             return (y, final_state_by_convolution(powers(Lambda_bar, x.shape[1]), Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, Bu, h0, method=method)                             # (b, L, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = backward_states(lambda u, t: scan(self.discrete_system(t)[0], np.einsum("nh,blh->bln", B, u),
+                                                        method=method), x, lengths, tau) if self.bidirectional else None
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state")
         Lambda_bar, B, _, _ = self.discrete_system(tau)
@@ -134,11 +155,15 @@ class LRU(Layer):
         return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
-        """K (L, H_out, H_in) float64: K_l = Re(C diag(λ^l) γB) + [l = 0]·diag(D); y = causal_conv(K, x)."""
+        """K (L, H_out, H_in) float64: K_l = Re(C diag(λ^l) γB) + [l = 0]·diag(D); y = causal_conv(K, x).
+        Bidirectional: the two-sided kernel (2L − 1, H, H), index L − 1 + l weighting u_{t−l} (SPEC §4.12)."""
         L = check_positive_int(L, "L")
         Lambda_bar, B, C, D = self.discrete_system()                                 # (N,)
         K = np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real             # (L, H, H)
         K[0] += np.diag(D)
+        if self.bidirectional:
+            C_back = self.params["C_back_re"] + 1j * self.params["C_back_im"]        # (H, N)
+            K = two_sided_kernel(K, np.einsum("on,ln,nh->loh", C_back, powers(Lambda_bar, L), B).real)  # (2L − 1, H, H)
         return K
 
     def init_state(self, batch):
@@ -151,6 +176,7 @@ class LRU(Layer):
         grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
         Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → γB and log λ → the stored params.
         """
+        check_call(self, initial_state, False)                                         # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p = self.params
         log_lambda = -np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"])                    # (N,)
@@ -164,6 +190,14 @@ class LRU(Layer):
         grad_states = contract("hn,blh->bln", np.conj(C), grad_y)                         # (b, L, N)
         grad_log_lambda, _, grad_drive, grad_h0 = diagonal_states_vjp(
             log_lambda, 1.0, "dirac", tau, drive, h0, states, grad_states)                  # (N,), (b, L, N)
+        if self.bidirectional:          # + Re(C_back h^b_t): the backward direction shares λ and γB (SPEC §4.12)
+            states_back = backward_direction_states(log_lambda, 1.0, "dirac", tau, drive, lengths)   # (b, L, N)
+            C_back = p["C_back_re"] + 1j * p["C_back_im"]                                  # (H, N)
+            grads.update(complex_pair("C_back", contract("blh,bln->hn", grad_y, np.conj(states_back))))
+            grad_back, _, grad_drive_back = backward_direction_vjp(
+                log_lambda, 1.0, "dirac", tau, drive, lengths, states_back,
+                contract("hn,blh->bln", np.conj(C_back), grad_y))
+            grad_log_lambda, grad_drive = grad_log_lambda + grad_back, grad_drive + grad_drive_back
         grad_B = contract("bln,blh->nh", grad_drive, x)                                    # (N, H) of γ ⊙ B
         grads["nu_log"] = -np.exp(p["nu_log"]) * grad_log_lambda.real                       # (N,)
         grads["theta_log"] = np.exp(p["theta_log"]) * grad_log_lambda.imag                  # (N,)

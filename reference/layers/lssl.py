@@ -15,9 +15,12 @@ log_dt (H,), C (H, M, N) ~ N(0, 1), D (H, M) ~ N(0, 1), W_out (H, H·M) and b_ou
 (torch nn.Linear's default). The flattened index of z is h·M + m. GELU is the exact (erf) one.
 
 Integration timesteps τ: Ā_{t,h} = discretize_dense(A, B, τ_t·Δ_h) — one dense N×N discretisation
-(O(N³): a solve for bilinear, an expm for zoh) per distinct step τ_t·Δ_h, i.e. up to b·L·H of them;
+(O(N³): a solve for bilinear, an expm for zoh) per step τ_t·Δ_h, b·L·H of them in one batched call;
 τ_t = 0 gives Ā = I, B̄ = 0 (the limit of both methods). Methods: "sequential" (`scan_dense`) and "fft"
-(kernel view); the diagonal scans do not apply to dense transitions and raise.
+(the convolution with the state's impulse response); the diagonal scans do not apply to dense
+transitions and raise, saying so (`methods_reason`).
+Bidirectional (SPEC §4.12): z_t = [C | C_back] · [h^f_t; h^b_t] + D u_t, a read-out of doubled input width 2N whose
+backward half C_back (H, M, N) ~ N(0, 1) is drawn after all forward parameters; A, B, Δ, D, W_out, b_out are shared.
 Leaves out: the original's learned structured A (it learns the dense A directly with learn_A),
 multi-layer stacking, dropout and normalisation.
 
@@ -32,6 +35,7 @@ from ..nn import gelu, gelu_vjp
 from ..init import check_dt_range, hippo_legs, log_uniform_dt
 from ..scan import scan_dense
 from ._base import Layer
+from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming, two_sided_kernel
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state
 
@@ -87,7 +91,7 @@ class LSSL(Layer):
     methods_reason = "its transitions are dense N×N matrices, so the diagonal scans do not apply"
 
     def __init__(self, d_model, d_state, channels=1, dt_min=1e-3, dt_max=0.1, discretization="bilinear",
-                 learn_A=False, seed=None):
+                 learn_A=False, bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         self.channels = check_positive_int(channels, "channels")
@@ -96,15 +100,18 @@ class LSSL(Layer):
         if not isinstance(learn_A, (bool, np.bool_)):
             raise TypeError(f"learn_A must be a bool; got {learn_A!r}")
         self.learn_A = bool(learn_A)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.frozen = ("B",) if self.learn_A else ("A", "B")     # params a trainer keeps fixed (torch buffers)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "channels": self.channels,
                        "dt_min": dt_min, "dt_max": dt_max, "discretization": discretization,
-                       "learn_A": self.learn_A, "seed": seed}
+                       "learn_A": self.learn_A, "bidirectional": self.bidirectional, "seed": seed}
         self.state_shape = (self.d_model, self.d_state)
         rng = np.random.default_rng(seed)
         self.params = init_lssl(self.d_model, self.d_state, self.channels, dt_min, dt_max, rng)
+        if self.bidirectional:       # the backward half of the doubled-width read-out (SPEC §4.12)
+            self.params["C_back"] = rng.normal(0.0, 1.0, (self.d_model, self.channels, self.d_state))   # (H, M, N)
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None):
@@ -113,10 +120,13 @@ class LSSL(Layer):
         dt = dt if tau is None else tau[:, :, None] * dt                       # (H,) or (b, L, H)
         return discretize_per_step(self.params["A"], self.params["B"], dt, self.discretization)
 
-    def read_out(self, states, x):
+    def read_out(self, states, x, states_back=None):
         """y = W_out · gelu(z flattened over (h, m)) + b_out with z = C x_t + D u_t:
-        states (b, L, H, N), x (b, L, H) -> y (b, L, H) (or one step: (b, H, N), (b, H))."""
+        states (b, L, H, N), x (b, L, H) -> y (b, L, H) (or one step: (b, H, N), (b, H)).
+        Bidirectional: z = C h^f_t + C_back h^b_t + D u_t, states_back (b, L, H, N) (SPEC §4.12)."""
         z = np.einsum("hmn,...hn->...hm", self.params["C"], states) + self.params["D"] * x[..., None]  # (…, H, M)
+        if states_back is not None:
+            z = z + np.einsum("hmn,...hn->...hm", self.params["C_back"], states_back)      # (…, H, M)
         W_out = self.params["W_out"].reshape(self.d_model, self.d_model, self.channels)   # (H, H, M)
         return np.einsum("ohm,...hm->...o", W_out, gelu(z)) + self.params["b_out"]
 
@@ -134,21 +144,26 @@ class LSSL(Layer):
         initial_state: (b, H, N); method: "sequential" (the dense scan) or "fft" (no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
-        if method == "fft":
-            states = fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")    # (b, L, H, N)
-        else:                                                                              # memory: see event_chunk
+        check_call(self, initial_state, return_state)
+
+        def run(x, tau, h0=None):                                                          # states (b, L, H, N)
+            if method == "fft":
+                return fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")  # (b, L, H, N)
             L, chunk = x.shape[1], x.shape[1] if tau is None else event_chunk(*x.shape, self.d_state, 8)
-            parts, h = [], h0
+            parts, h = [], h0                                                              # memory: see event_chunk
             for start in range(0, L, chunk):
                 A_bar, B_bar = self.discrete_system(None if tau is None else tau[:, start:start + chunk])  # (…, H, N, N)
                 parts.append(scan_dense(A_bar, B_bar * x[:, start:start + chunk, :, None], h))  # (b, chunk, H, N)
                 h = parts[-1][:, -1]                                                       # (b, H, N)
-            states = np.concatenate(parts, axis=1)                                         # (b, L, H, N)
-        y = self.read_out(states, x)                                                       # (b, L, H)
+            return np.concatenate(parts, axis=1)                                           # (b, L, H, N)
+        states = run(x, tau, h0)                                                           # (b, L, H, N)
+        states_back = backward_states(run, x, lengths, tau) if self.bidirectional else None   # SPEC §4.12
+        y = self.read_out(states, x, states_back)                                          # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, np.float64, name="state")
         A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
@@ -163,10 +178,14 @@ class LSSL(Layer):
         return scan_dense(A_bar, impulse)[0]                                               # (L, H, N)
 
     def kernel(self, L):
-        """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], float64 (L, H, M); z = causal_conv(K, u)."""
+        """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], float64 (L, H, M); z = causal_conv(K, u).
+        Bidirectional: the two-sided kernel of z (2L − 1, H, M), index L − 1 + l weighting u_{t−l} (SPEC §4.12)."""
         L = check_positive_int(L, "L")
-        K = np.einsum("hmn,lhn->lhm", self.params["C"], self.state_kernel(L))              # (L, H, M)
+        state_kernel = self.state_kernel(L)                                                # (L, H, N)
+        K = np.einsum("hmn,lhn->lhm", self.params["C"], state_kernel)                      # (L, H, M)
         K[0] += self.params["D"]
+        if self.bidirectional:
+            K = two_sided_kernel(K, np.einsum("hmn,lhn->lhm", self.params["C_back"], state_kernel))   # (2L − 1, H, M)
         return K
 
     def init_state(self, batch):
@@ -181,6 +200,7 @@ class LSSL(Layer):
         → B̄ u → one `discretize_dense_vjp` per feature and distinct step (Fréchet derivative of expm for
         zoh, solves for bilinear) → log_dt (and A with learn_A). Frozen params (`frozen`) get no entry.
         """
+        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, H, M = self.params, self.d_model, self.channels
         dt = np.exp(p["log_dt"])                                                           # (H,)

@@ -22,13 +22,16 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 """
 import numpy as np
 
-from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, complex_pair, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_uniform_dt
 from ..scan import scan
 from ._base import Layer
+from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
+                             two_sided_kernel)
 from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
 S4D_INITS = ("legs", "lin", "inv", "real")
@@ -55,6 +58,12 @@ def s4d_diagonal(init, N):
     return Lambda, np.ones(N, np.complex128)
 
 
+def s4d_back_params(rng, H, N):
+    """The backward read-out C_back (SPEC §4.12), drawn like C right after all forward parameters."""
+    return {"C_back_re": rng.normal(0.0, np.sqrt(0.5), (H, N)),           # (H, N)
+            "C_back_im": rng.normal(0.0, np.sqrt(0.5), (H, N))}           # (H, N)
+
+
 def s4d_params(rng, H, N, init, dt_min, dt_max):
     """All S4D parameters (SPEC §4.5), drawn in a fixed order (C, D, log_dt) from `rng`."""
     Lambda, B = s4d_diagonal(init, N)                                     # (N,), (N,)
@@ -76,18 +85,24 @@ class S4D(Layer):
     kappa = 2
     methods = LAYER_METHODS
 
-    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, seed=None):
+    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, bidirectional=False,
+                 seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         check_choice(init, "init", S4D_INITS)
         self.discretization = check_choice(discretization, "discretization", S4D_METHODS)
         dt_min, dt_max = check_dt_range(dt_min, dt_max)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.state_shape = (self.d_model, self.d_state)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "init": init,
-                       "discretization": discretization, "dt_min": dt_min, "dt_max": dt_max, "seed": seed}
-        self.params = s4d_params(np.random.default_rng(seed), self.d_model, self.d_state, init, dt_min, dt_max)
+                       "discretization": discretization, "dt_min": dt_min, "dt_max": dt_max,
+                       "bidirectional": self.bidirectional, "seed": seed}
+        rng = np.random.default_rng(seed)
+        self.params = s4d_params(rng, self.d_model, self.d_state, init, dt_min, dt_max)
+        if self.bidirectional:
+            self.params.update(s4d_back_params(rng, self.d_model, self.d_state))
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None):
@@ -101,10 +116,14 @@ class S4D(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)   # (H, N) or (b, L, H, N)
         return Lambda_bar, gamma_bar, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
 
-    def read_out(self, states, x):
-        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
-        C = self.params["C_re"] + 1j * self.params["C_im"]                    # (H, N)
-        return self.kappa * np.einsum("hn,...hn->...h", C, states).real + self.params["D"] * x
+    def read_out(self, states, x, states_back=None):
+        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step).
+        Bidirectional: + 2 Re Σ_n C_back h^b_t, states_back (b, L, H, N) (SPEC §4.12)."""
+        p = self.params
+        y = self.kappa * np.einsum("hn,...hn->...h", p["C_re"] + 1j * p["C_im"], states).real + p["D"] * x  # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * np.einsum("hn,...hn->...h", p["C_back_re"] + 1j * p["C_back_im"], states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -119,19 +138,27 @@ class S4D(Layer):
         initial_state: (b, H, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)                   # (H, N) or (b, L, H, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "lh,blh->blh")           # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "lh,blh->blh")   # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar * B            # (L, H, N): response to u
             return (y, final_state_by_convolution(state_kernel, x[..., None], lengths)) if return_state else y
         Bu = np.einsum("hn,blh->blhn", B, x)                                         # (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                       # SPEC §4.12
+            def run(u, t):                                                           # the recurrence from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _, _ = self.discrete_system(t)         # (H, N) or (b, L, H, N)
+                return scan(Lambda_bar_t, gamma_bar_t * np.einsum("hn,blh->blhn", B, u), method=method)
+            states_back = backward_states(run, x, lengths, tau)                      # (b, L, H, N)
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
@@ -146,6 +173,9 @@ class S4D(Layer):
         Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (H, N)
         K = self.kappa * np.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real   # (L, H)
         K[0] += D
+        if self.bidirectional:                                                       # (2L − 1, H), SPEC §4.12
+            C_back = self.params["C_back_re"] + 1j * self.params["C_back_im"]        # (H, N)
+            K = two_sided_kernel(K, self.kappa * np.einsum("hn,lhn->lh", C_back * gamma_bar * B, powers(Lambda_bar, L)).real)
         return K
 
     def init_state(self, batch):
@@ -159,6 +189,7 @@ class S4D(Layer):
         Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → B u and the discretisation
         → log_A_re, A_im, log_dt, B, C, D.
         """
+        check_call(self, initial_state, False)                                         # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, method = self.params, self.discretization
         Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                                   # (H, N)
@@ -172,6 +203,14 @@ class S4D(Layer):
         grad_states = self.kappa * contract("hn,blh->blhn", np.conj(C), grad_y)           # (b, L, H, N)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (H, N), (H, 1), …
+        if self.bidirectional:          # + 2 Re Σ_n C_back h^b_t: shared λ, B, Δ (SPEC §4.12)
+            states_back = backward_direction_states(Lambda, dt, method, tau, drive, lengths)   # (b, L, H, N)
+            C_back = p["C_back_re"] + 1j * p["C_back_im"]                                  # (H, N)
+            grads.update(complex_pair("C_back", self.kappa * contract("blh,blhn->hn", grad_y, np.conj(states_back))))
+            grad_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
+                Lambda, dt, method, tau, drive, lengths, states_back,
+                self.kappa * contract("hn,blh->blhn", np.conj(C_back), grad_y))
+            grad_Lambda, grad_dt, grad_drive = grad_Lambda + grad_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
         grads["log_A_re"] = -np.exp(p["log_A_re"]) * grad_Lambda.real                       # (H, N)
         grads["A_im"] = grad_Lambda.imag                                                    # (H, N)
         grads["log_dt"] = (grad_dt * dt)[:, 0]                                              # (H,)

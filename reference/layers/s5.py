@@ -18,18 +18,22 @@ clip_eigs clamps Re Λ ≤ −1e-4 in the forward pass (the parameters are left 
 The `none` method is refused: Λ here is continuous-time, and using it as a discrete Ā would be unstable.
 
 Upstream: lindermanlab/S5 (`ssm.py` S5SSM, `ssm_init.py`); Event-SSM (`event_ssm/ssm.py`) for τ.
-Leaves out: the bidirectional variant, the surrounding block (norm, GLU, dropout) and per-block dt sharing.
+Bidirectional (SPEC §4.12): shared Λ, B̃, Δ; the backward read-out C_back drawn like C̃ after the forward params.
+Leaves out: the surrounding block (norm, GLU, dropout) and per-block dt sharing.
 Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local state size; einsum b l h n o p.
 """
 import numpy as np
 
-from ..backward import contract, complex_pair, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, complex_pair, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import scan
 from ._base import Layer
+from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
+                             two_sided_kernel)
 from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 S5_METHODS = tuple(m for m in METHODS if m != "none")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
@@ -50,18 +54,29 @@ def check_blocks(d_state, blocks, conj_sym):
     return local_P
 
 
+def s5_read_out_init(rng, H, V, C_init):
+    """C̃ (H, N) complex for `C_init` (module table); V (P, N) the eigenvectors of the HiPPO blocks."""
+    local_P, N = V.shape
+    if C_init == "complex_normal":
+        return rng.normal(0.0, np.sqrt(0.5), (H, N)) + 1j * rng.normal(0.0, np.sqrt(0.5), (H, N))   # (H, N)
+    variance = 1 / local_P if C_init == "trunc_standard_normal" else 1 / (H * local_P)
+    C0 = truncated_normal(rng, (H, local_P), variance) + 1j * truncated_normal(rng, (H, local_P), variance)  # (H, P)
+    return C0 @ V                                                         # (H, N)
+
+
+def s5_back_params(rng, H, N, conj_sym, blocks, C_init):
+    """The backward read-out C_back (SPEC §4.12), drawn like C̃ right after all forward parameters."""
+    C_back = s5_read_out_init(rng, H, s5_hippo_blocks(N, blocks, conj_sym)[1], C_init)   # (H, N)
+    return {"C_back_re": C_back.real.copy(), "C_back_im": C_back.imag.copy()}           # (H, N)
+
+
 def s5_params(rng, H, N, conj_sym, blocks, dt_min, dt_max, C_init):
     """All S5 parameters (SPEC §4.2), drawn in a fixed order (B₀, C, D, log_dt) from `rng`."""
     Lambda, V = s5_hippo_blocks(N, blocks, conj_sym)                      # (N,), (P, N)
     local_P = V.shape[0]
     B0 = truncated_normal(rng, (local_P, H), 1 / local_P)                  # (P, H)
     B = V.conj().T @ B0                                                   # (N, H) = V⁻¹B₀
-    if C_init == "complex_normal":
-        C = rng.normal(0.0, np.sqrt(0.5), (H, N)) + 1j * rng.normal(0.0, np.sqrt(0.5), (H, N))   # (H, N)
-    else:
-        variance = 1 / local_P if C_init == "trunc_standard_normal" else 1 / (H * local_P)
-        C0 = truncated_normal(rng, (H, local_P), variance) + 1j * truncated_normal(rng, (H, local_P), variance)
-        C = C0 @ V                                                        # (H, N)
+    C = s5_read_out_init(rng, H, V, C_init)                              # (H, N)
     return {
         "Lambda_re": Lambda.real.copy(), "Lambda_im": Lambda.imag.copy(),  # (N,)
         "B_re": B.real.copy(), "B_im": B.imag.copy(),                      # (N, H)
@@ -78,7 +93,7 @@ class S5(Layer):
     methods = LAYER_METHODS
 
     def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
-                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, seed=None):
+                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         self.discretization = check_choice(discretization, "discretization", S5_METHODS)
@@ -90,14 +105,18 @@ class S5(Layer):
         dt_min, dt_max = check_dt_range(dt_min, dt_max)
         step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
         check_choice(C_init, "C_init", C_INITS)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.kappa = 2 if conj_sym else 1
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "discretization": discretization,
                        "conj_sym": bool(conj_sym), "blocks": blocks, "dt_min": dt_min, "dt_max": dt_max,
-                       "step_rescale": step_rescale, "C_init": C_init, "clip_eigs": bool(clip_eigs), "seed": seed}
-        self.params = s5_params(np.random.default_rng(seed), self.d_model, self.d_state, bool(conj_sym), blocks,
-                                dt_min, dt_max, C_init)
+                       "step_rescale": step_rescale, "C_init": C_init, "clip_eigs": bool(clip_eigs),
+                       "bidirectional": self.bidirectional, "seed": seed}
+        rng = np.random.default_rng(seed)
+        self.params = s5_params(rng, self.d_model, self.d_state, bool(conj_sym), blocks, dt_min, dt_max, C_init)
+        if self.bidirectional:
+            self.params.update(s5_back_params(rng, self.d_model, self.d_state, bool(conj_sym), blocks, C_init))
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None):
@@ -113,10 +132,14 @@ class S5(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau)   # (N,) or (b, L, N)
         return Lambda_bar, gamma_bar, p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"], p["D"]
 
-    def read_out(self, states, x):
-        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
-        C = self.params["C_re"] + 1j * self.params["C_im"]                   # (H, N)
-        return self.kappa * np.einsum("hn,...n->...h", C, states).real + self.params["D"] * x
+    def read_out(self, states, x, states_back=None):
+        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step).
+        Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        p = self.params
+        y = self.kappa * np.einsum("hn,...n->...h", p["C_re"] + 1j * p["C_im"], states).real + p["D"] * x  # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * np.einsum("hn,...n->...h", p["C_back_re"] + 1j * p["C_back_im"], states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -131,19 +154,27 @@ class S5(Layer):
         initial_state: (b, N); method: a scan method, or "fft" (kernel view, no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)                   # (N,) or (b, L, N)
         Bu = np.einsum("nh,blh->bln", B, x)                                          # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")  # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                # (L, N)
             return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                       # SPEC §4.12
+            def run(u, t):                                                           # the recurrence from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _, _ = self.discrete_system(t)         # (N,) or (b, L, N)
+                return scan(Lambda_bar_t, gamma_bar_t * np.einsum("nh,blh->bln", B, u), method=method)  # (b, L, N)
+            states_back = backward_states(run, x, lengths, tau)                      # (b, L, N)
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state")
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
@@ -158,6 +189,10 @@ class S5(Layer):
         Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (N,)
         K = self.kappa * np.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real   # (L, H, H)
         K[0] += np.diag(D)
+        if self.bidirectional:                                                       # (2L − 1, H, H), SPEC §4.12
+            C_back = self.params["C_back_re"] + 1j * self.params["C_back_im"]        # (H, N)
+            K = two_sided_kernel(K, self.kappa * np.einsum("on,ln,nh->loh", C_back, powers(Lambda_bar, L) * gamma_bar,
+                                                           B).real)
         return K
 
     def init_state(self, batch):
@@ -171,6 +206,7 @@ class S5(Layer):
         Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → B̃ u and the discretisation
         (∂Ā/∂Λ, ∂γ̄/∂Λ, ∂Ā/∂Δ, ∂γ̄/∂Δ of `discretize_vjp`) → Λ, log_dt, B̃, C̃, D.
         """
+        check_call(self, initial_state, False)                                         # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, method = self.params, self.discretization
         clipped = self.config["clip_eigs"]
@@ -186,6 +222,14 @@ class S5(Layer):
         grad_states = self.kappa * contract("hn,blh->bln", np.conj(C), grad_y)            # (b, L, N)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (N,), (N,), (b, L, N)
+        if self.bidirectional:          # + κ Re(C_back h^b_t): shared Λ, B̃, Δ (SPEC §4.12)
+            states_back = backward_direction_states(Lambda, dt, method, tau, drive, lengths)   # (b, L, N)
+            C_back = p["C_back_re"] + 1j * p["C_back_im"]                                  # (H, N)
+            grads.update(complex_pair("C_back", self.kappa * contract("blh,bln->hn", grad_y, np.conj(states_back))))
+            grad_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
+                Lambda, dt, method, tau, drive, lengths, states_back,
+                self.kappa * contract("hn,blh->bln", np.conj(C_back), grad_y))
+            grad_Lambda, grad_dt, grad_drive = grad_Lambda + grad_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
         # Note: the clamp passes the gradient where Re Λ <= −1e-4 (torch.clamp's rule at the boundary).
         grads["Lambda_re"] = grad_Lambda.real * (p["Lambda_re"] <= CLIP_RE if clipped else 1.0)  # (N,)
         grads["Lambda_im"] = grad_Lambda.imag                                               # (N,)

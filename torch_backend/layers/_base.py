@@ -167,8 +167,10 @@ class Layer(torch.nn.Module):
         stay float32/complex64) and real floating outputs return in the autocast dtype; complex states
         keep their dtype. Outside autocast this is nn.Module.__call__."""
         # Note: torch layers only; the reference has no mixed precision.
+        if self.autocast_inside:
+            return super().__call__(*args, **kwargs)
         device_type = self.device.type
-        if self.autocast_inside or not torch.is_autocast_enabled(device_type):
+        if not torch.is_autocast_enabled(device_type):
             return super().__call__(*args, **kwargs)
         low, dtype = torch.get_autocast_dtype(device_type), self.dtype
         args = [_cast_floating(value, dtype) for value in args]

@@ -66,7 +66,10 @@ def _as_module_tensor(value, name, like, allow_complex=False):
             raise TypeError(f"{name} has dtype {value.dtype} but the module computes in {dtype}; "
                             f"convert it with .to({dtype}) or convert the module (.double(), .float())")
     else:
-        value = torch.as_tensor(np.asarray(value), device=device)
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":                  # strings, objects: the reference's message, not torch's
+            raise TypeError(f"{name} must be a real floating-point array; got dtype {array.dtype}")
+        value = torch.as_tensor(array, device=device)
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)  # NumPy arrays arrive in float64; compute in the module's precision
     if value.dtype == torch.bool or (value.is_complex() and not allow_complex):
@@ -103,7 +106,10 @@ def check_lengths(lengths, batch, L, like=None, check_values=True):
             raise ValueError(f"lengths is on device {lengths.device} but the module's parameters are on {device}; "
                              f"move it with lengths.to({str(device)!r})")
     else:
-        lengths = torch.as_tensor(np.asarray(lengths), device=device)
+        array = np.asarray(lengths)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be an integer array of shape (b={batch},); got dtype {array.dtype}")
+        lengths = torch.as_tensor(array, device=device)
     if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
         raise TypeError(f"lengths must be an integer array of shape (b={batch},); got dtype {dtype_name(lengths.dtype)}")
     if tuple(lengths.shape) != (batch,):
@@ -122,8 +128,9 @@ def check_integration_timesteps(tau, batch, L, like=None, check_values=True):
     """τ: None or real (b, L), finite and >= 0. Returns it in the module's dtype and device, or None."""
     if tau is None:
         return None
-    kind = dtype_name(tau.dtype) if isinstance(tau, torch.Tensor) else str(np.asarray(tau).dtype)
-    if kind == "bool" or kind.startswith("complex"):
+    if (tau.dtype == torch.bool or tau.is_complex()) if isinstance(tau, torch.Tensor) else \
+            np.asarray(tau).dtype.kind not in "iuf":
+        kind = dtype_name(tau.dtype) if isinstance(tau, torch.Tensor) else np.asarray(tau).dtype
         raise TypeError(f"integration_timesteps must be a real numeric array; got dtype {kind}")
     tau = check_timesteps(_as_module_tensor(tau, "integration_timesteps", like), check_values=check_values)
     if tuple(tau.shape) != (batch, L):
@@ -134,8 +141,9 @@ def check_integration_timesteps(tau, batch, L, like=None, check_values=True):
 def check_state(state, shape, dtype=None, name="initial_state", like=None, check_finite=True):
     """A finite state of exactly `shape` (numeric, not bool), in the module's precision. Returns it as
     `dtype` (default: the complex dtype of the module's precision)."""
-    if (state.dtype == torch.bool) if isinstance(state, torch.Tensor) else (np.asarray(state).dtype == bool):
-        raise TypeError(f"{name} must be a numeric array (not bool); got dtype bool")
+    if (state.dtype == torch.bool) if isinstance(state, torch.Tensor) else np.asarray(state).dtype.kind not in "iufc":
+        kind = "bool" if isinstance(state, torch.Tensor) else np.asarray(state).dtype
+        raise TypeError(f"{name} must be a numeric array (not bool); got dtype {kind}")
     state = _as_module_tensor(state, name, like, allow_complex=True)
     if tuple(state.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(state.shape)}")

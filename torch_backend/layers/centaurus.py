@@ -27,14 +27,15 @@ n block (R = d_state), m sub-state (M = sub_state_dim).
 """
 import torch
 
-from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_ALIASES, MODES, check_sizes,
+from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_ALIASES, MODES, OUT_NAMES, check_sizes,
                                         mode_shapes, resolve_mode)
 from reference.layers.centaurus import Centaurus as ReferenceCentaurus
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
 from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
            "mode_shapes", "softplus", "io_maps", "Centaurus"]
@@ -65,6 +66,11 @@ def io_maps(params, mode, shapes):
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
 
 
+def back_maps(params, mode, shapes):
+    """(W_in, W_out_back): the mode's maps with the `_back` twins in place of the read-out parameters."""
+    return io_maps({**params, **{name: params[f"{name}_back"] for name in OUT_NAMES[mode]}}, mode, shapes)
+
+
 class Centaurus(Layer):
     """Centaurus layer: real (b, L, H) -> (b, L, H) in the module's dtype; complex state (b, *state_shape)."""
 
@@ -73,12 +79,13 @@ class Centaurus(Layer):
     methods = LAYER_METHODS
 
     def __init__(self, d_model, d_state, sub_state_dim=16, mode="pointwise", discretization="exp_euler",
-                 seed=None):
+                 bidirectional=False, seed=None):
         super().__init__()
-        ref = ReferenceCentaurus(d_model, d_state, sub_state_dim, mode, discretization, seed=draw_seed(seed))
+        ref = ReferenceCentaurus(d_model, d_state, sub_state_dim, mode, discretization, bidirectional,
+                                 seed=draw_seed(seed))
         self._init_from_reference(ref)                                                 # config and parameters
         self.d_model, self.d_state, self.sub_state_dim = ref.d_model, ref.d_state, ref.sub_state_dim
-        self.mode, self.discretization = ref.mode, ref.discretization
+        self.mode, self.discretization, self.bidirectional = ref.mode, ref.discretization, ref.bidirectional
         self.shapes, self.state_shape, self.subscripts = ref.shapes, ref.state_shape, ref.subscripts
 
     # --------------------------------------------------------------------- options resolved up front
@@ -97,10 +104,15 @@ class Centaurus(Layer):
         # Note: io_maps gets the parameters as a dict of tensors (`params` is a method returning NumPy copies here).
         return (Lambda_bar, gamma_bar) + io_maps(dict(self.named_parameters()), self.mode, self.shapes)
 
-    def read_out(self, states, x):
-        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term)."""
+    def read_out(self, states, x, states_back=None):
+        """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term).
+        Bidirectional: + W_out_back Re h^b_t, states_back like states (SPEC §4.12)."""
         _, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
-        return torch.einsum(self.subscripts["out"], W_out, states.real)                     # (b, L, H)
+        y = torch.einsum(self.subscripts["out"], W_out, states.real)                        # (b, L, H)
+        if states_back is not None:
+            W_out_back = back_maps(dict(self.named_parameters()), self.mode, self.shapes)[1]
+            y = y + torch.einsum(self.subscripts["out"], W_out_back, states_back.real)
+        return y
 
     # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -116,19 +128,27 @@ class Centaurus(Layer):
         Note: method defaults to "auto" (the fast differentiable scan); the reference's default is "sequential".
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau, check_values=check_finite)  # (S...) or (b, L, S...)
         drive = torch.einsum(self.subscripts["in"], W_in, x)                                # (b, L, S...) W_in u_t
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")                 # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")         # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                       # (L, S...)
             return (y, final_state_by_convolution(state_kernel, drive, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * drive, h0, method=method)                     # (b, L, S...)
-        y = self.read_out(states, x)                                                        # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                              # SPEC §4.12
+            def run(u, t):                                                                  # from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _ = self.discrete_system(t, check_values=check_finite)
+                return scan(Lambda_bar_t, gamma_bar_t * torch.einsum(self.subscripts["in"], W_in, u), method=method)
+            states_back = backward_states(run, x, lengths, tau)                             # (b, L, S...)
+        y = self.read_out(states, x, states_back)                                           # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
@@ -140,7 +160,11 @@ class Centaurus(Layer):
         L = check_positive_int(L, "L")
         Lambda_bar, gamma_bar, W_in, W_out = self.discrete_system()                        # (S...)
         basis = (powers(Lambda_bar, L) * gamma_bar).real                                    # (L, S...)
-        return torch.einsum(self.subscripts["kernel"], W_out, basis, W_in)                  # (L, H, H)
+        K = torch.einsum(self.subscripts["kernel"], W_out, basis, W_in)                     # (L, H, H)
+        if self.bidirectional:                                                              # (2L − 1, H, H)
+            W_out_back = back_maps(dict(self.named_parameters()), self.mode, self.shapes)[1]
+            K = two_sided_kernel(K, torch.einsum(self.subscripts["kernel"], W_out_back, basis, W_in))
+        return K
 
     def init_state(self, batch):
         """Zero state (batch, *state_shape), complex64 (complex128 after .double()), on the module's device."""

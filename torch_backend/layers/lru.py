@@ -29,8 +29,9 @@ from reference.layers.lru import LRU as ReferenceLRU
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
 from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -41,12 +42,12 @@ class LRU(Layer):
     kappa = 1
     methods = LAYER_METHODS
 
-    def __init__(self, d_model, d_state, r_min=0.0, r_max=1.0, max_phase=2 * math.pi, seed=None):
+    def __init__(self, d_model, d_state, r_min=0.0, r_max=1.0, max_phase=2 * math.pi, bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
-        ref = ReferenceLRU(d_model, d_state, r_min, r_max, max_phase, seed=draw_seed(seed))
+        ref = ReferenceLRU(d_model, d_state, r_min, r_max, max_phase, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
-        self.d_model, self.d_state = ref.d_model, ref.d_state
+        self.d_model, self.d_state, self.bidirectional = ref.d_model, ref.d_state, ref.bidirectional
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None, check_values=True):
@@ -60,10 +61,13 @@ class LRU(Layer):
         C = self.C_re + 1j * self.C_im                                     # (H, N)
         return Lambda_bar, B, C, self.D
 
-    def read_out(self, states, x):
-        """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H))."""
-        C = self.C_re + 1j * self.C_im                                     # (H, N)
-        return torch.einsum("hn,...n->...h", C, states).real + self.D * x
+    def read_out(self, states, x, states_back=None):
+        """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H)).
+        Bidirectional: + Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        y = torch.einsum("hn,...n->...h", self.C_re + 1j * self.C_im, states).real + self.D * x    # (b, L, H)
+        if states_back is not None:
+            y = y + torch.einsum("hn,...n->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -79,19 +83,24 @@ class LRU(Layer):
         reference defaults to "sequential", the definition.
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, B, _, _ = self.discrete_system(tau, check_values=check_finite)   # λ^τ: (N,) or (b, L, N)
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
         Bu = torch.einsum("nh,blh->bln", B, x.to(B.dtype))                           # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")  # (b, L, H)
             return (y, final_state_by_convolution(powers(Lambda_bar, x.shape[1]), Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, Bu, h0, method=method)                             # (b, L, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = backward_states(lambda u, t: scan(self.discrete_system(t, check_values=check_finite)[0],
+                                                        torch.einsum("nh,blh->bln", B, u.to(B.dtype)), method=method),
+                                      x, lengths, tau) if self.bidirectional else None
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
         Lambda_bar, B, _, _ = self.discrete_system(tau)
@@ -105,6 +114,9 @@ class LRU(Layer):
         Lambda_bar, B, C, D = self.discrete_system()                                 # (N,)
         K = torch.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L), B).real          # (L, H, H)
         K[0] += torch.diag(D)
+        if self.bidirectional:                                                       # (2L − 1, H, H), SPEC §4.12
+            C_back = self.C_back_re + 1j * self.C_back_im                            # (H, N)
+            K = two_sided_kernel(K, torch.einsum("on,ln,nh->loh", C_back, powers(Lambda_bar, L), B).real)
         return K
 
     def init_state(self, batch):

@@ -25,6 +25,7 @@ from ..discretize import discretize_dense
 from ..nn import gelu
 from ..scan import scan_dense
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming, two_sided_kernel
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state
 
@@ -52,14 +53,14 @@ class LSSL(Layer):
     methods_reason = ReferenceLSSL.methods_reason
 
     def __init__(self, d_model, d_state, channels=1, dt_min=1e-3, dt_max=0.1, discretization="bilinear",
-                 learn_A=False, seed=None):
+                 learn_A=False, bidirectional=False, seed=None):
         super().__init__()
-        ref = ReferenceLSSL(d_model, d_state, channels, dt_min, dt_max, discretization, learn_A,
+        ref = ReferenceLSSL(d_model, d_state, channels, dt_min, dt_max, discretization, learn_A, bidirectional,
                             seed=draw_seed(seed))
         self._init_from_reference(ref, buffers=ref.frozen)     # frozen params become persistent buffers
         self.d_model, self.d_state, self.channels = ref.d_model, ref.d_state, ref.channels
         self.discretization, self.learn_A, self.frozen = ref.discretization, ref.learn_A, ref.frozen
-        self.state_shape = ref.state_shape
+        self.state_shape, self.bidirectional = ref.state_shape, ref.bidirectional
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None):
@@ -68,10 +69,13 @@ class LSSL(Layer):
         dt = dt if tau is None else tau[:, :, None] * dt                       # (H,) or (b, L, H)
         return discretize_per_step(self.A, self.B, dt, self.discretization)
 
-    def read_out(self, states, x):
+    def read_out(self, states, x, states_back=None):
         """y = W_out · gelu(z flattened over (h, m)) + b_out with z = C x_t + D u_t:
-        states (b, L, H, N), x (b, L, H) -> y (b, L, H) (or one step: (b, H, N), (b, H))."""
+        states (b, L, H, N), x (b, L, H) -> y (b, L, H) (or one step: (b, H, N), (b, H)).
+        Bidirectional: z = C h^f_t + C_back h^b_t + D u_t, states_back (b, L, H, N) (SPEC §4.12)."""
         z = torch.einsum("hmn,...hn->...hm", self.C, states) + self.D * x[..., None]    # (…, H, M)
+        if states_back is not None:
+            z = z + torch.einsum("hmn,...hn->...hm", self.C_back, states_back)           # (…, H, M)
         W_out = self.W_out.reshape(self.d_model, self.d_model, self.channels)            # (H, H, M)
         return torch.einsum("ohm,...hm->...o", W_out, gelu(z)) + self.b_out
 
@@ -89,24 +93,29 @@ class LSSL(Layer):
         initial_state: (b, H, N); method: "sequential" (the dense scan) or "fft" (no τ, no initial_state).
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
-        if method == "fft":
-            states = fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")    # (b, L, H, N)
-        else:                                                                              # memory: see event_chunk
+        check_call(self, initial_state, return_state)
+
+        def run(x, tau, h0=None):                                                          # states (b, L, H, N)
+            if method == "fft":
+                return fft_causal_conv(self.state_kernel(x.shape[1]), x, "lhn,blh->blhn")  # (b, L, H, N)
             # Note: with autograd on, every chunk's transitions are kept for the backward pass, so the limit
             # applies to all of them (keep_all); the reference and no_grad calls hold one chunk at a time.
             itemsize, keep_all = x.element_size(), torch.is_grad_enabled()
             L, chunk = x.shape[1], x.shape[1] if tau is None else event_chunk(*x.shape, self.d_state, itemsize, keep_all)
-            parts, h = [], h0
+            parts, h = [], h0                                                              # memory: see event_chunk
             for start in range(0, L, chunk):
                 A_bar, B_bar = self.discrete_system(None if tau is None else tau[:, start:start + chunk])  # (…, H, N, N)
                 parts.append(scan_dense(A_bar, B_bar * x[:, start:start + chunk, :, None], h))  # (b, chunk, H, N)
                 h = parts[-1][:, -1]                                                       # (b, H, N)
-            states = torch.cat(parts, dim=1)                                               # (b, L, H, N)
-        y = self.read_out(states, x)                                                       # (b, L, H)
+            return torch.cat(parts, dim=1)                                                 # (b, L, H, N)
+        states = run(x, tau, h0)                                                           # (b, L, H, N)
+        states_back = backward_states(run, x, lengths, tau) if self.bidirectional else None   # SPEC §4.12
+        y = self.read_out(states, x, states_back)                                          # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, self.dtype, name="state", like=self)
         A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
@@ -123,8 +132,11 @@ class LSSL(Layer):
     def kernel(self, L):
         """Kernel of the pre-activation z: K_l = C·Ā^l B̄ + D·[l = 0], (L, H, M); z = causal_conv(K, u)."""
         L = check_positive_int(L, "L")
-        K = torch.einsum("hmn,lhn->lhm", self.C, self.state_kernel(L))                     # (L, H, M)
+        state_kernel = self.state_kernel(L)                                                # (L, H, N)
+        K = torch.einsum("hmn,lhn->lhm", self.C, state_kernel)                             # (L, H, M)
         K[0] += self.D
+        if self.bidirectional:                                                             # (2L − 1, H, M), SPEC §4.12
+            K = two_sided_kernel(K, torch.einsum("hmn,lhn->lhm", self.C_back, state_kernel))
         return K
 
     def init_state(self, batch):

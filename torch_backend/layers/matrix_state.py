@@ -13,9 +13,12 @@ Methods: "sequential" (the definition; autograd records L steps), the §3 scans 
 masked pairwise decays with exponents <= 0 for GLA; one batched `solve_triangular` for every chunk of the
 delta family at once, then a loop over chunks that carries the state).
 Differences from the reference, each for a reason:
-* the delta-family chunkwise form pads the sequence to whole chunks with identity steps (q = k = v = β = log α
-  = 0) so that the UT transforms of all chunks run as one batched triangular solve; the reference loops over
-  a shorter last chunk (SPEC §4.11.6: both give the same numbers);
+* the chunkwise forms pad the sequence to whole chunks with identity steps (q = k = v = β = log α = 0) so that
+  the intra-chunk parts of all chunks (GLA) and their UT transforms (delta family: one batched triangular solve)
+  are formed at once; the reference loops over a shorter last chunk (SPEC §4.11.6: both give the same numbers);
+* GLA's intra-chunk product uses fla's sub-chunking (16 rows, masked pairwise decays only inside a sub-chunk,
+  blocks below it factorised through the sub-chunk's last row: every exponent stays <= 0, SPEC §4.11.7); the
+  reference forms the C × C pairwise decays directly;
 * precision follows the inputs (float32 by default, float64 for parity).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/ops/*/naive.py`.
 Einsum letters: b batch, l time (r, s inside a chunk, c the chunk), h heads, k key index (i, j), v value index.
@@ -142,20 +145,50 @@ def _gla_sequential(q, k, v, log_alpha, S):
 
 def _gla_chunkwise(q, k, v, log_alpha, S, chunk):
     """§4.11.6, diagonal gates: P_rs = Σ_i Q_ri K_si exp(G_ri − G_si) (s <= r), O = (Q ⊙ e^G) S₀ + P V,
-    S_n = diag(e^{G_{n−1}}) S₀ + (K ⊙ e^{G_{n−1} − G})ᵀ V. Every exponent is <= 0."""
+    S_n = diag(e^{G_{n−1}}) S₀ + (K ⊙ e^{G_{n−1} − G})ᵀ V. Every exponent is <= 0. The intra-chunk part P V of
+    every chunk is formed at once (`_gla_intra`); the loop over chunks only carries the state."""
+    L = q.shape[1]
+    chunk = min(chunk, L)
+    # Note: identity-step padding to whole chunks (the reference loops over a shorter last chunk instead).
+    Q, K, V = _to_chunks(q, chunk), _to_chunks(k, chunk), _to_chunks(v, chunk)            # (b, c, C, h, ·)
+    G = torch.cumsum(_to_chunks(log_alpha, chunk), dim=2)                                  # (b, c, C, h, d_k)
+    intra = _gla_intra(Q, K, V, G, SUB_CHUNK if chunk % SUB_CHUNK == 0 else chunk)         # (b, c, C, h, d_v)
+    Q_decayed, K_decayed = Q * torch.exp(G), K * torch.exp(G[:, :, -1:] - G)               # (b, c, C, h, d_k)
     outputs = []
-    for start in range(0, q.shape[1], chunk):
-        Q, K, V = q[:, start:start + chunk], k[:, start:start + chunk], v[:, start:start + chunk]   # (b, n, h, ·)
-        G = torch.cumsum(log_alpha[:, start:start + chunk], dim=1)                        # (b, n, h, d_k)
-        n = Q.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()[None, :, :, None, None]   # s <= r
-        decay = torch.exp(torch.where(causal, G[:, :, None] - G[:, None, :], -torch.inf))  # (b, r, s, h, d_k)
-        P = torch.einsum("brhk,bshk,brshk->brsh", Q, K, decay)                             # (b, r, s, h)
-        outputs.append(torch.einsum("brhk,bhkv->brhv", Q * torch.exp(G), S)
-                       + torch.einsum("brsh,bshv->brhv", P, V))                            # (b, n, h, d_v)
-        S = (torch.exp(G[:, -1])[..., None] * S
-             + torch.einsum("bshk,bshv->bhkv", K * torch.exp(G[:, -1:] - G), V))         # (b, h, d_k, d_v)
-    return torch.cat(outputs, dim=1), S                                                    # (b, L, h, d_v)
+    for c in range(Q.shape[1]):
+        outputs.append(torch.einsum("brhk,bhkv->brhv", Q_decayed[:, c], S) + intra[:, c])  # (b, C, h, d_v)
+        S = (torch.exp(G[:, c, -1])[..., None] * S
+             + torch.einsum("bshk,bshv->bhkv", K_decayed[:, c], V[:, c]))                 # (b, h, d_k, d_v)
+    o = torch.stack(outputs, dim=1)                                                        # (b, c, C, h, d_v)
+    return o.reshape(o.shape[0], -1, o.shape[3], o.shape[4])[:, :L], S
+
+
+SUB_CHUNK = 16
+
+
+def _gla_intra(Q, K, V, G, sub):
+    """P V inside every chunk, two-level (fla's sub-chunking, every exponent <= 0): sub-chunks of `sub` rows; a
+    diagonal block (R = S) uses the masked pairwise decays exp(G_r − G_s); a block below it (R > S) factorises
+    through e = the last row of sub-chunk S: exp(G_r − G_s) = exp(G_r − G_e)·exp(G_e − G_s), both exponents <= 0
+    because s <= e < r, so the pairwise tensor is sub·d_k per row instead of C·d_k.
+    Q, K, G (b, c, C, h, d_k), V (b, c, C, h, d_v), C a multiple of sub. Returns (b, c, C, h, d_v)."""
+    batch, n_c, C, h, d_k = Q.shape
+    m = C // sub
+    Qs, Ks, Gs = (z.reshape(batch, n_c, m, sub, h, -1) for z in (Q, K, G))                # (b, c, m, sub, h, d_k)
+    Vs = V.reshape(batch, n_c, m, sub, h, -1)                                              # (b, c, m, sub, h, d_v)
+    causal = torch.ones(sub, sub, dtype=torch.bool, device=Q.device).tril()[:, :, None, None]   # s <= r
+    decay = torch.exp(torch.where(causal, Gs[:, :, :, :, None] - Gs[:, :, :, None], -torch.inf))  # (b, c, m, r, s, h, d_k)
+    P_diagonal = torch.einsum("bcmrhk,bcmshk,bcmrshk->bcmrsh", Qs, Ks, decay)              # (b, c, m, r, s, h)
+    out = torch.einsum("bcmrsh,bcmshv->bcmrhv", P_diagonal, Vs)                            # (b, c, m, sub, h, d_v)
+    if m > 1:
+        G_end = Gs[:, :, :, -1]                                                            # (b, c, m, h, d_k)
+        below = torch.ones(m, m, dtype=torch.bool, device=Q.device).tril(-1)[:, :, None, None, None]  # S < R
+        to_end = torch.where(below, Gs[:, :, :, None] - G_end[:, :, None, :, None], -torch.inf)   # (b, c, R, S, sub, h, d_k)
+        Q_to_end = Qs[:, :, :, None] * torch.exp(to_end)                                   # (b, c, R, S, sub, h, d_k)
+        K_from_end = Ks * torch.exp(G_end[:, :, :, None] - Gs)                             # (b, c, S, sub, h, d_k)
+        P_below = torch.einsum("bcRSrhk,bcSshk->bcRSrsh", Q_to_end, K_from_end)            # (b, c, R, S, r, s, h)
+        out = out + torch.einsum("bcRSrsh,bcSshv->bcRrhv", P_below, Vs)                    # (b, c, m, sub, h, d_v)
+    return out.reshape(batch, n_c, C, h, -1)
 
 
 # ----------------------------------------------------------------------------- the delta family

@@ -27,8 +27,9 @@ from reference.layers.s4d import S4D as ReferenceS4D
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
 from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -39,13 +40,14 @@ class S4D(Layer):
     kappa = 2
     methods = LAYER_METHODS
 
-    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, seed=None):
+    def __init__(self, d_model, d_state, init="legs", discretization="zoh", dt_min=1e-3, dt_max=1e-1, bidirectional=False,
+                 seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
-        ref = ReferenceS4D(d_model, d_state, init, discretization, dt_min, dt_max, seed=draw_seed(seed))
+        ref = ReferenceS4D(d_model, d_state, init, discretization, dt_min, dt_max, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
-        self.state_shape = ref.state_shape
+        self.state_shape, self.bidirectional = ref.state_shape, ref.bidirectional
 
     # --------------------------------------------------------------------- the discrete system
     def discrete_system(self, tau=None, check_values=True):
@@ -58,10 +60,13 @@ class S4D(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau, check_values=check_values)
         return Lambda_bar, gamma_bar, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
 
-    def read_out(self, states, x):
-        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
-        C = self.C_re + 1j * self.C_im                                        # (H, N)
-        return self.kappa * torch.einsum("hn,...hn->...h", C, states).real + self.D * x
+    def read_out(self, states, x, states_back=None):
+        """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step).
+        Bidirectional: + 2 Re Σ_n C_back h^b_t, states_back (b, L, H, N) (SPEC §4.12)."""
+        y = self.kappa * torch.einsum("hn,...hn->...h", self.C_re + 1j * self.C_im, states).real + self.D * x  # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * torch.einsum("hn,...hn->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -81,6 +86,7 @@ class S4D(Layer):
         defaults to "sequential", the definition.
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         if method == "auto" and tau is None and h0 is None:
             # Note: a NaN would spread over the whole FFT, where the scan keeps it causal; unchecked input
             # (check_finite=False, e.g. inside the Classifier) is tested here with one read of x.
@@ -88,18 +94,25 @@ class S4D(Layer):
             method = "fft" if finite else method
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau, check_values=check_finite)  # (H, N) or (b, L, H, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "lh,blh->blh")           # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "lh,blh->blh")   # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar * B            # (L, H, N): response to u
             return (y, final_state_by_convolution(state_kernel, x[..., None], lengths)) if return_state else y
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
         Bu = torch.einsum("hn,blh->blhn", B, x.to(B.dtype))                          # (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, H, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                       # SPEC §4.12
+            def run(u, t):                                                           # the recurrence from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _, _ = self.discrete_system(t, check_values=check_finite)
+                return scan(Lambda_bar_t, gamma_bar_t * torch.einsum("hn,blh->blhn", B, u.to(B.dtype)), method=method)
+            states_back = backward_states(run, x, lengths, tau)                      # (b, L, H, N)
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
@@ -114,6 +127,10 @@ class S4D(Layer):
         Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (H, N)
         K = self.kappa * torch.einsum("hn,lhn->lh", C * gamma_bar * B, powers(Lambda_bar, L)).real  # (L, H)
         K[0] += D
+        if self.bidirectional:                                                       # (2L − 1, H), SPEC §4.12
+            C_back = self.C_back_re + 1j * self.C_back_im                            # (H, N)
+            K = two_sided_kernel(K, self.kappa * torch.einsum("hn,lhn->lh", C_back * gamma_bar * B,
+                                                              powers(Lambda_bar, L)).real)
         return K
 
     def init_state(self, batch):

@@ -29,8 +29,9 @@ from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
 from ..discretize import discretize
 from ..scan import scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
 from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import fft_causal_conv, final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -41,14 +42,14 @@ class S5(Layer):
     methods = LAYER_METHODS
 
     def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
-                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, seed=None):
+                 step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         ref = ReferenceS5(d_model, d_state, discretization, conj_sym, blocks, dt_min, dt_max, step_rescale, C_init,
-                          clip_eigs, seed=draw_seed(seed))
+                          clip_eigs, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
-        self.kappa = ref.kappa
+        self.kappa, self.bidirectional = ref.kappa, ref.bidirectional
 
     # --------------------------------------------------------------------- parameters → system
     # --------------------------------------------------------------------- the discrete system
@@ -63,10 +64,13 @@ class S5(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau, check_values=check_values)
         return Lambda_bar, gamma_bar, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
 
-    def read_out(self, states, x):
-        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step)."""
-        C = self.C_re + 1j * self.C_im                                       # (H, N)
-        return self.kappa * torch.einsum("hn,...n->...h", C, states).real + self.D * x
+    def read_out(self, states, x, states_back=None):
+        """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step).
+        Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        y = self.kappa * torch.einsum("hn,...n->...h", self.C_re + 1j * self.C_im, states).real + self.D * x  # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * torch.einsum("hn,...n->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
+        return y
 
     # --------------------------------------------------------------------- the views
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
@@ -83,20 +87,28 @@ class S5(Layer):
         reference defaults to "sequential", the definition.
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau, check_values=check_finite)  # (N,) or (b, L, N)
         # Note: torch.einsum needs one dtype, so the real input is cast to the complex dtype of B.
         Bu = torch.einsum("nh,blh->bln", B, x.to(B.dtype))                           # (b, L, N)
         if method == "fft":
-            y = fft_causal_conv(self.kernel(x.shape[1]), x, "loh,blh->blo")          # (b, L, H)
+            y = convolve(self, self.kernel(x.shape[1]), x, lengths, "loh,blh->blo")  # (b, L, H)
             state_kernel = powers(Lambda_bar, x.shape[1]) * gamma_bar                # (L, N)
             return (y, final_state_by_convolution(state_kernel, Bu, lengths)) if return_state else y
         # ---- the recurrence
         states = scan(Lambda_bar, gamma_bar * Bu, h0, method=method)                 # (b, L, N)
-        y = self.read_out(states, x)                                                 # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                       # SPEC §4.12
+            def run(u, t):                                                           # the recurrence from a zero state
+                Lambda_bar_t, gamma_bar_t, _, _, _ = self.discrete_system(t, check_values=check_finite)  # (N,) or (b, L, N)
+                return scan(Lambda_bar_t, gamma_bar_t * torch.einsum("nh,blh->bln", B, u.to(B.dtype)), method=method)
+            states_back = backward_states(run, x, lengths, tau)                      # (b, L, N)
+        y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
@@ -111,6 +123,10 @@ class S5(Layer):
         Lambda_bar, gamma_bar, B, C, D = self.discrete_system()                      # (N,)
         K = self.kappa * torch.einsum("on,ln,nh->loh", C, powers(Lambda_bar, L) * gamma_bar, B).real  # (L, H, H)
         K[0] += torch.diag(D)
+        if self.bidirectional:                                                       # (2L − 1, H, H), SPEC §4.12
+            C_back = self.C_back_re + 1j * self.C_back_im                            # (H, N)
+            K = two_sided_kernel(K, self.kappa * torch.einsum("on,ln,nh->loh", C_back, powers(Lambda_bar, L) * gamma_bar,
+                                                              B).real)
         return K
 
     def init_state(self, batch):

@@ -1,0 +1,164 @@
+"""Bidirectional reference layers (SPEC §4.12), over every registry layer whose constructor has `bidirectional`.
+
+Configs come from `parity_tests.strategies.LAYER_CONFIGS` with bidirectional=True added. Properties:
+* the bidirectional layer == the forward layer + a causal layer with C := C_back (D := 0) run on the
+  length-reversed rows with the reversed gaps, reversed back (layers whose read-out is a sum over directions);
+* padding invariance (random padding values): each row equals the unpadded sequence alone;
+* anti-causality of the backward part: perturbing u_t leaves the backward contribution at s > t unchanged;
+* time-invariant layers: the two-sided kernel (2L − 1, ...) applied by a direct sum == the scan == method="fft";
+* τ ≡ 1 == no τ; the forward parameters of a seed do not change with the option;
+* the reversed-gaps rule on a worked example; errors: step, initial_state, return_state, a non-bool option.
+"""
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parity_tests.strategies import (batch_sizes, examples, layer_config, lengths_vector, rng_from, seeds,
+                                     sequence_lengths, timesteps)
+from parity_tests.tolerances import assert_close
+from reference.layers import REGISTRY
+from reference.layers._bidirectional import reverse_within, reversed_gaps
+
+LAYERS = sorted(name for name, cls in REGISTRY.items() if "bidirectional" in inspect.signature(cls).parameters)
+# Read-outs that are a sum over the two directions: y = read_out(h^f) + read_out_back(h^b) (+ one D term).
+SUM_LAYERS = [name for name in LAYERS if layer_config(name).linear]
+TIME_INVARIANT = [name for name in LAYERS if layer_config(name).linear and not layer_config(name).input_dependent
+                  and hasattr(REGISTRY[name], "kernel")]   # y linear in x: the kernel is the layer's
+TIMESTEP_LAYERS = [name for name in LAYERS if layer_config(name).timesteps]
+
+
+# ----------------------------------------------------------------------------- helpers
+def draw_case(data, name, *, max_len=40, events=None):
+    """(bidirectional layer, x (b, L, H) with random padding values, lengths (b,), τ (b, L) or None, rng)."""
+    config = {**data.draw(layer_config(name).configs(), label="config"), "bidirectional": True}
+    layer = REGISTRY[name](**config)
+    batch, L = data.draw(batch_sizes, label="batch"), data.draw(sequence_lengths(max_len), label="L")
+    rng = rng_from(data.draw(seeds, label="data seed"))
+    x = rng.normal(size=(batch, L, config["d_model"]))                              # (b, L, H)
+    lengths = lengths_vector(rng, batch, L)                                          # (b,)
+    x[np.arange(L)[None, :] >= lengths[:, None]] = 1e3 * rng.normal()               # garbage in the padding
+    use_events = layer_config(name).timesteps and (data.draw(st.booleans(), label="events") if events is None
+                                                   else events)
+    tau = timesteps(rng, batch, L) if use_events else None                           # (b, L)
+    return layer, x, lengths, tau, rng
+
+
+def causal_parts(layer, name):
+    """(forward layer, causal layer reading out with the backward read-out and no feed-through), both causal,
+    with the bidirectional layer's parameters."""
+    config = {**layer.config, "bidirectional": False}
+    back = {key for key in layer.params if "_back" in key}
+    forward_params = {key: value for key, value in layer.params.items() if key not in back}
+    swapped = {**forward_params, **{key.replace("_back", ""): layer.params[key] for key in back}}
+    swapped.update({key: np.zeros_like(swapped[key]) for key in layer_config(name).feedthrough})
+    cls = type(layer)
+    return cls.from_params(config, forward_params), cls.from_params(config, swapped)
+
+
+def valid_mask(lengths, L):
+    return np.arange(L)[None, :] < lengths[:, None]                                  # (b, L)
+
+
+# ----------------------------------------------------------------------------- properties
+@pytest.mark.parametrize("name", SUM_LAYERS)
+@given(data=st.data())
+def test_equals_forward_plus_reversed_causal_layer(name, data):
+    layer, x, lengths, tau, _ = draw_case(data, name)
+    forward, backward = causal_parts(layer, name)
+    expected = forward(x, lengths, tau) + reverse_within(
+        backward(reverse_within(x, lengths), lengths, reversed_gaps(tau, lengths)), lengths)   # (b, L, H)
+    valid = valid_mask(lengths, x.shape[1])
+    assert_close(layer(x, lengths, tau)[valid], expected[valid], what=f"{name} bidirectional == forward + reversed")
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@given(data=st.data())
+def test_padding_invariance(name, data):
+    layer, x, lengths, tau, _ = draw_case(data, name)
+    y = layer(x, lengths, tau)                                                       # (b, L, H)
+    for i, n in enumerate(lengths):
+        alone = layer(x[i:i + 1, :n], integration_timesteps=None if tau is None else tau[i:i + 1, :n])
+        assert_close(y[i:i + 1, :n], alone, what=f"{name} row {i} of length {n} == the unpadded sequence")
+
+
+@pytest.mark.parametrize("name", SUM_LAYERS)
+@given(data=st.data())
+def test_backward_part_is_anti_causal(name, data):
+    layer, x, lengths, tau, rng = draw_case(data, name)
+    forward, _ = causal_parts(layer, name)
+    t = data.draw(st.integers(0, x.shape[1] - 1), label="perturbed step")
+    perturbed = x.copy()
+    perturbed[:, t] += rng.normal(size=perturbed[:, t].shape)
+    part, part_perturbed = (layer(u, lengths, tau) - forward(u, lengths, tau) for u in (x, perturbed))
+    later = valid_mask(lengths, x.shape[1]) & (np.arange(x.shape[1]) > t)[None, :]  # (b, L): valid s > t
+    assert_close(part_perturbed[later], part[later], what=f"{name} backward part after step {t}")
+    # without τ (a zero gap may drop u_t: zoh's γ̄ vanishes with the step) a valid perturbation reaches the past
+    earlier = (np.arange(x.shape[1]) < t)[None, :] & (t < lengths)[:, None]        # (b, L): s < t, t valid
+    if tau is None and earlier.any():
+        assert not np.allclose(layer(perturbed, lengths, tau)[earlier], layer(x, lengths, tau)[earlier])
+
+
+@pytest.mark.parametrize("name", TIME_INVARIANT)
+@given(data=st.data())
+def test_two_sided_kernel_equals_scan(name, data):
+    layer, x, lengths, _, _ = draw_case(data, name, events=False)
+    L = x.shape[1]
+    K = layer.kernel(L)                                                              # (2L − 1, H, H) or (2L − 1, H)
+    assert K.shape[0] == 2 * L - 1
+    u = x * valid_mask(lengths, L)[..., None]                                        # zero past len
+    lag = np.arange(L)[:, None] - np.arange(L)[None, :]                              # (t, s): l = t − s
+    K_ts = K[L - 1 + lag]                                                            # (L, L, ...)
+    direct = (np.einsum("tsoh,bsh->bto", K_ts, u) if K.ndim == 3 else np.einsum("tsh,bsh->bth", K_ts, u))
+    valid = valid_mask(lengths, L)
+    scanned = layer(x, lengths)
+    assert_close(scanned[valid], direct[valid], what=f"{name} scan == two-sided kernel sum")
+    assert_close(layer(x, lengths, method="fft")[valid], scanned[valid], what=f"{name} fft == scan")
+
+
+@pytest.mark.parametrize("name", TIMESTEP_LAYERS)
+@given(data=st.data())
+def test_unit_timesteps_are_synchronous(name, data):
+    layer, x, lengths, _, _ = draw_case(data, name, events=False)
+    valid = valid_mask(lengths, x.shape[1])
+    assert_close(layer(x, lengths, np.ones(x.shape[:2]))[valid], layer(x, lengths)[valid],
+                 what=f"{name} τ ≡ 1 == synchronous")
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@settings(max_examples=examples(5))
+@given(data=st.data())
+def test_forward_parameters_do_not_change_with_the_option(name, data):
+    config = data.draw(layer_config(name).configs(), label="config")
+    causal, both = REGISTRY[name](**config), REGISTRY[name](**config, bidirectional=True)
+    assert set(causal.params) < set(both.params)
+    assert all("_back" in key for key in set(both.params) - set(causal.params))
+    for key, value in causal.params.items():
+        np.testing.assert_array_equal(both.params[key], value, err_msg=f"{name} parameter {key}")
+
+
+def test_reversed_gaps_worked_example():
+    tau = np.array([[1.0, 2.0, 3.0, 4.0, 9.0], [5.0, 6.0, 7.0, 8.0, 9.0]])
+    lengths = np.array([4, 5])
+    np.testing.assert_array_equal(reversed_gaps(tau, lengths), [[1.0, 4.0, 3.0, 2.0, 9.0], [5.0, 9.0, 8.0, 7.0, 6.0]])
+    x = np.arange(10.0).reshape(2, 5, 1)
+    np.testing.assert_array_equal(reverse_within(x, lengths)[..., 0], [[3, 2, 1, 0, 4], [9, 8, 7, 6, 5]])
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@settings(max_examples=examples(3))
+@given(data=st.data())
+def test_errors_name_the_option(name, data):
+    config = {**data.draw(layer_config(name).configs(), label="config"), "bidirectional": True}
+    layer = REGISTRY[name](**config)
+    x = np.zeros((2, 3, config["d_model"]))
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        layer.step(x[:, 0], layer.init_state(2))
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        layer(x, initial_state=layer.init_state(2))
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        layer(x, return_state=True)
+    with pytest.raises(TypeError, match="bidirectional must be a bool"):
+        REGISTRY[name](**{**config, "bidirectional": "yes"})
