@@ -185,8 +185,7 @@ def scan_chunked(a, b, h0=None, chunk=64):
     return local.reshape((batch, n_chunks * chunk) + b.shape[3:])[:, :L]
 
 
-_METHODS = {"sequential": scan_sequential, "numba": scan_numba,
-            "blelloch": scan_blelloch, "hillis_steele": scan_hillis_steele}
+_METHODS = {"sequential": scan_sequential, "numba": scan_numba, "blelloch": scan_blelloch, "hillis_steele": scan_hillis_steele}
 
 
 # ----------------------------------------------------------------------------- dense transitions (LSSL)

@@ -53,7 +53,7 @@ def causal_parts(layer, name):
     back = {key for key in layer.params if "_back" in key}
     forward_params = {key: value for key, value in layer.params.items() if key not in back}
     swapped = {**forward_params, **{key.replace("_back", ""): layer.params[key] for key in back}}
-    swapped.update({key: np.zeros_like(swapped[key]) for key in layer_config(name).feedthrough})
+    swapped.update({key: np.zeros_like(swapped[key]) for key in layer_config(name).feedthrough if key in swapped})
     cls = type(layer)
     return cls.from_params(config, forward_params), cls.from_params(config, swapped)
 
