@@ -94,6 +94,15 @@ def run_checks(*checks):
         print(f"passed  {name}")
 
 
+def parametrized(test, argument):
+    """The values pytest parametrizes `argument` of `test` with (its @pytest.mark.parametrize), so a page runs a
+    test on exactly the cases the suite does — a property that excludes some layers is never run on them."""
+    for mark in getattr(test, "pytestmark", []):
+        if mark.name == "parametrize" and mark.args[0] == argument:
+            return list(mark.args[1])
+    raise ValueError(f"{test.__name__} is not parametrized over {argument!r}")
+
+
 def _label(value):
     """How run_checks prints an argument: a parity backend by its module name, anything else by repr."""
     return getattr(value, "name", None) if type(value).__name__ == "Backend" else repr(value)

@@ -20,11 +20,15 @@ from parity_tests.strategies import (batch_sizes, examples, layer_class, layer_c
 
 LAYERS = [name for name in suite_layers() if "bidirectional" in inspect.signature(layer_class(name)).parameters]
 TIME_INVARIANT = [name for name in LAYERS if not layer_config(name).input_dependent and hasattr(layer_class(name), "kernel")]
+# Variants the registry configs do not draw (name, constructor overrides): the Griffin recurrent block.
+VARIANTS = [pytest.param(name, None, id=name) for name in LAYERS] + \
+    ([pytest.param("RGLRU", {"block": True, "num_heads": 1, "lru_width": 3, "conv1d_temporal_width": 3},
+                   id="RGLRU-block")] if "RGLRU" in LAYERS else [])
 
 
-def draw_case(data, name, *, max_len=40, events=True):
+def draw_case(data, name, *, max_len=40, events=True, overrides=None):
     """(config with bidirectional=True, x (b, L, H) with random padding values, lengths, τ or None, rng)."""
-    config = {**data.draw(layer_config(name).configs(), label="config"), "bidirectional": True}
+    config = {**data.draw(layer_config(name).configs(), label="config"), **(overrides or {}), "bidirectional": True}
     batch, L = data.draw(batch_sizes, label="batch"), data.draw(sequence_lengths(max_len), label="L")
     rng = rng_from(data.draw(seeds, label="data seed"))
     x = rng.normal(size=(batch, L, config["d_model"]))                              # (b, L, H)
@@ -40,10 +44,11 @@ def build(backend, name, config, dtype):
     return reference, backend.build(reference, dtype, subject=name)
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name, overrides", VARIANTS)
 @given(data=st.data())
-def test_forward_with_lengths_and_timesteps(backend, dtype, name, data):
-    config, x, lengths, tau, _ = draw_case(data, name, events=data.draw(st.booleans(), label="events"))
+def test_forward_with_lengths_and_timesteps(backend, dtype, name, overrides, data):
+    config, x, lengths, tau, _ = draw_case(data, name, events=data.draw(st.booleans(), label="events"),
+                                           overrides=overrides)
     reference, module = build(backend, name, config, dtype)
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]                       # (b, L)
     expected = reference(x, lengths, tau)
@@ -65,12 +70,12 @@ def test_two_sided_kernel(backend, dtype, name, data):
           subject=name, prop="two-sided kernel")
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name, overrides", VARIANTS)
 @settings(max_examples=examples(4))
 @given(data=st.data())
-def test_gradients_match_reference_finite_differences(backend, name, data):
+def test_gradients_match_reference_finite_differences(backend, name, overrides, data):
     dtype = "float64"
-    config, x, lengths, tau, rng = draw_case(data, name, max_len=6)
+    config, x, lengths, tau, rng = draw_case(data, name, max_len=6, overrides=overrides)
     reference, module = build(backend, name, config, dtype)
     vjp, parameter_vjp = backend.require("vjp", "parameter_vjp")
     G = rng.normal(size=x.shape) * (np.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]   # valid only

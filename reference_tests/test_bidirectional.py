@@ -23,17 +23,26 @@ from reference.layers import REGISTRY
 from reference.layers._bidirectional import reverse_within, reversed_gaps
 
 LAYERS = sorted(name for name, cls in REGISTRY.items() if "bidirectional" in inspect.signature(cls).parameters)
-# Read-outs that are a sum over the two directions: y = read_out(h^f) + read_out_back(h^b) (+ one D term).
-SUM_LAYERS = [name for name in LAYERS if layer_config(name).linear]
+# Read-outs that are a sum over the two directions, y = read_out(h^f) + read_out_back(h^b) (+ one D term): every
+# layer but LSSL, whose read-out is W_out·gelu of the concatenated features.
+SUM_LAYERS = [name for name in LAYERS if name != "LSSL"]
+# ... and whose backward read-out replaces a forward parameter of the same shape (C_back for C; not S7's x_proj_back,
+# which produces C^b_t from the input): there the backward part is a causal layer with C := C_back.
+SWAP_LAYERS = [name for name in SUM_LAYERS if not layer_config(name).input_dependent]
 TIME_INVARIANT = [name for name in LAYERS if layer_config(name).linear and not layer_config(name).input_dependent
                   and hasattr(REGISTRY[name], "kernel")]   # y linear in x: the kernel is the layer's
 TIMESTEP_LAYERS = [name for name in LAYERS if layer_config(name).timesteps]
+# Variants the registry configs do not draw: (name, constructor overrides), with pytest ids.
+GRIFFIN_BLOCK = {"block": True, "num_heads": 1, "lru_width": 3, "conv1d_temporal_width": 3}
+VARIANTS = [pytest.param(name, None, id=name) for name in LAYERS] + \
+    ([pytest.param("RGLRU", GRIFFIN_BLOCK, id="RGLRU-block")] if "RGLRU" in LAYERS else [])
+SUM_VARIANTS = [p for p in VARIANTS if p.values[0] in SUM_LAYERS]
 
 
 # ----------------------------------------------------------------------------- helpers
-def draw_case(data, name, *, max_len=40, events=None):
+def draw_case(data, name, *, max_len=40, events=None, overrides=None):
     """(bidirectional layer, x (b, L, H) with random padding values, lengths (b,), τ (b, L) or None, rng)."""
-    config = {**data.draw(layer_config(name).configs(), label="config"), "bidirectional": True}
+    config = {**data.draw(layer_config(name).configs(), label="config"), **(overrides or {}), "bidirectional": True}
     layer = REGISTRY[name](**config)
     batch, L = data.draw(batch_sizes, label="batch"), data.draw(sequence_lengths(max_len), label="L")
     rng = rng_from(data.draw(seeds, label="data seed"))
@@ -46,16 +55,18 @@ def draw_case(data, name, *, max_len=40, events=None):
     return layer, x, lengths, tau, rng
 
 
-def causal_parts(layer, name):
-    """(forward layer, causal layer reading out with the backward read-out and no feed-through), both causal,
-    with the bidirectional layer's parameters."""
-    config = {**layer.config, "bidirectional": False}
-    back = {key for key in layer.params if "_back" in key}
-    forward_params = {key: value for key, value in layer.params.items() if key not in back}
-    swapped = {**forward_params, **{key.replace("_back", ""): layer.params[key] for key in back}}
-    swapped.update({key: np.zeros_like(swapped[key]) for key in layer_config(name).feedthrough if key in swapped})
-    cls = type(layer)
-    return cls.from_params(config, forward_params), cls.from_params(config, swapped)
+def forward_layer(layer):
+    """The causal layer with the bidirectional layer's forward parameters (its `_back` ones left out)."""
+    params = {key: value for key, value in layer.params.items() if "_back" not in key}
+    return type(layer).from_params({**layer.config, "bidirectional": False}, params)
+
+
+def backward_causal_layer(layer, name):
+    """The causal layer reading out with the backward read-out (C := C_back) and no feed-through."""
+    params = {key.replace("_back", ""): value for key, value in layer.params.items() if "_back" in key}
+    params = {**forward_layer(layer).params, **params}
+    params.update({key: np.zeros_like(params[key]) for key in layer_config(name).feedthrough if key in params})
+    return type(layer).from_params({**layer.config, "bidirectional": False}, params)
 
 
 def valid_mask(lengths, L):
@@ -63,32 +74,32 @@ def valid_mask(lengths, L):
 
 
 # ----------------------------------------------------------------------------- properties
-@pytest.mark.parametrize("name", SUM_LAYERS)
+@pytest.mark.parametrize("name", SWAP_LAYERS)
 @given(data=st.data())
 def test_equals_forward_plus_reversed_causal_layer(name, data):
     layer, x, lengths, tau, _ = draw_case(data, name)
-    forward, backward = causal_parts(layer, name)
+    forward, backward = forward_layer(layer), backward_causal_layer(layer, name)
     expected = forward(x, lengths, tau) + reverse_within(
         backward(reverse_within(x, lengths), lengths, reversed_gaps(tau, lengths)), lengths)   # (b, L, H)
     valid = valid_mask(lengths, x.shape[1])
     assert_close(layer(x, lengths, tau)[valid], expected[valid], what=f"{name} bidirectional == forward + reversed")
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name, overrides", VARIANTS)
 @given(data=st.data())
-def test_padding_invariance(name, data):
-    layer, x, lengths, tau, _ = draw_case(data, name)
+def test_padding_invariance(name, overrides, data):
+    layer, x, lengths, tau, _ = draw_case(data, name, overrides=overrides)
     y = layer(x, lengths, tau)                                                       # (b, L, H)
     for i, n in enumerate(lengths):
         alone = layer(x[i:i + 1, :n], integration_timesteps=None if tau is None else tau[i:i + 1, :n])
         assert_close(y[i:i + 1, :n], alone, what=f"{name} row {i} of length {n} == the unpadded sequence")
 
 
-@pytest.mark.parametrize("name", SUM_LAYERS)
+@pytest.mark.parametrize("name, overrides", SUM_VARIANTS)
 @given(data=st.data())
-def test_backward_part_is_anti_causal(name, data):
-    layer, x, lengths, tau, rng = draw_case(data, name)
-    forward, _ = causal_parts(layer, name)
+def test_backward_part_is_anti_causal(name, overrides, data):
+    layer, x, lengths, tau, rng = draw_case(data, name, overrides=overrides)
+    forward = forward_layer(layer)
     t = data.draw(st.integers(0, x.shape[1] - 1), label="perturbed step")
     perturbed = x.copy()
     perturbed[:, t] += rng.normal(size=perturbed[:, t].shape)
@@ -133,7 +144,7 @@ def test_unit_timesteps_are_synchronous(name, data):
 def test_forward_parameters_do_not_change_with_the_option(name, data):
     config = data.draw(layer_config(name).configs(), label="config")
     causal, both = REGISTRY[name](**config), REGISTRY[name](**config, bidirectional=True)
-    assert set(causal.params) < set(both.params)
+    assert set(causal.params) <= set(both.params)          # equal for the bare RG-LRU (read-out [I | I])
     assert all("_back" in key for key in set(both.params) - set(causal.params))
     for key, value in causal.params.items():
         np.testing.assert_array_equal(both.params[key], value, err_msg=f"{name} parameter {key}")

@@ -36,7 +36,7 @@ from .layers import REGISTRY
 from .layers.lru import LRU
 from .layers._base import Layer, draw_seed
 from .layers._checks import (check_input, check_integration_timesteps, check_lengths, check_positive_int,
-                             compiled_check)
+                             compiled_check, dtype_name)
 from .exchange import from_reference
 from .pooling import final_pool, pool
 from .streaming import init_stream, stream_step
@@ -142,10 +142,12 @@ class Classifier(Layer):
         `lengths`: features at t >= len are padding: set to 0 before anything reads them, so they may
         hold anything (NaN included); the finiteness check (`check_finite`) covers valid positions."""
         cfg = self.config
-        x = self._as_tensor(x)
+        numeric = isinstance(x, torch.Tensor) or np.asarray(x).dtype.kind in "biufc"   # strings: no torch tensor
+        kind = dtype_name(x.dtype) if isinstance(x, torch.Tensor) else np.asarray(x).dtype
+        x = self._as_tensor(x) if numeric else x
         if cfg["vocab_size"] is None:
-            if not x.is_floating_point():
-                raise TypeError(f"x must be float features (b, L, input_dim={cfg['input_dim']}); got dtype {x.dtype} "
+            if not numeric or not x.is_floating_point():
+                raise TypeError(f"x must be float features (b, L, input_dim={cfg['input_dim']}); got dtype {kind} "
                                 "(token ids need vocab_size)")
             if x.ndim != 3 or x.shape[2] != cfg["input_dim"]:
                 raise ValueError(f"x must have shape (b, L, input_dim={cfg['input_dim']}); got shape {tuple(x.shape)}")
@@ -156,8 +158,8 @@ class Classifier(Layer):
                 x = torch.where(valid[..., None], x, torch.zeros_like(x))            # (b, L, input_dim)
             x = check_input(x, cfg["input_dim"], check_finite=check_finite, like=self)   # (b, L, input_dim)
             return self.input_proj(x)                                                # (b, L, H)
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {x.dtype}")
+        if not numeric or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"x must be integer token ids (b, L) because vocab_size is set; got dtype {kind}")
         if x.ndim != 2 or 0 in x.shape:
             raise ValueError(f"x must be token ids of shape (b, L) with b, L >= 1; got shape {tuple(x.shape)}")
         # Note: ids of every integer dtype become int64 before the range check (a uint8 comparison with

@@ -131,6 +131,17 @@ def test_compiled_classifier_refuses_invalid_lengths_with_the_eager_message(back
             compiled(x, torch.tensor(bad))
 
 
+@pytest.mark.parametrize("name", ["LRU", "S5"])
+def test_compiled_layer_refuses_invalid_lengths(name):
+    layer = torch_backend.REGISTRY[name](3, 4, seed=0)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = features()
+    compiled(x, torch.tensor([7, 2]))
+    for bad in BAD_LENGTHS:
+        with pytest.raises(RuntimeError, match=r"lengths must satisfy 1 <= lengths <= L=7"):
+            compiled(x, torch.tensor(bad), return_state=True)
+
+
 def test_compiled_token_model_refuses_out_of_range_ids():
     model = torch_backend.Classifier(1, 3, d_model=4, d_state=2, n_layers=1, vocab_size=10, seed=0).eval()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
@@ -357,3 +368,13 @@ def test_compiled_lssl_graph_grows_with_log_length_not_length():
     layer = torch_backend.LSSL(3, 4, seed=0)
     short, long = traced_nodes(layer, 16), traced_nodes(layer, 64)              # 4 and 6 rounds
     assert long < 2 * short, (short, long)
+
+
+@pytest.mark.parametrize("case", ["int_features", "str_features", "float_ids", "str_ids", "bool_ids"])
+def test_classifier_input_errors_are_the_same_in_both_backends(case):
+    tokens = case.endswith("ids")
+    ref = reference.Classifier(3, 2, d_model=4, d_state=2, n_layers=1, vocab_size=10 if tokens else None, seed=0)
+    module = torch_backend.from_reference(ref)
+    x = {"int_features": np.ones((2, 5, 3), int), "str_features": np.full((2, 5, 3), "a"),
+         "float_ids": np.ones((2, 5)), "str_ids": np.full((2, 5), "a"), "bool_ids": np.ones((2, 5), bool)}[case]
+    same_error(lambda: ref(x), lambda: module(torch.from_numpy(x) if x.dtype.kind in "biuf" else x))

@@ -9,6 +9,8 @@ with log λ = −exp(ν) + i·exp(θ); then `discretize(log λ, 1, "dirac", τ)`
 which is the event-stream form (SPEC §4.1): the decay is raised to the gap τ_t, the input term is unchanged.
 The ring initialisation draws |λ|² uniformly in [r_min², r_max²) and arg λ in [0, max_phase).
 
+Bidirectional (SPEC §4.12): shared λ, γ, B; the backward read-out C_back_re, C_back_im (H, N) drawn like C after
+every forward parameter: y_t = Re(C x^f_t + C_back x^b_t) + D ⊙ u_t.
 Upstream: minimal-LRU (`lru/model.py`: nu_init, theta_init, gamma_log_init, LRU.__call__).
 Leaves out: the surrounding MLP/GLU block, normalisation and dropout (they are not the recurrence).
 Glossary (SPEC §1): b batch, L length, H d_model, N d_state; einsum letters b l h n o.

@@ -20,6 +20,11 @@ block=True: the Griffin recurrent block (recurrentgemma `RecurrentBlock`), E = l
 τ enters only the recurrence: the convolution taps act on the event index.
 State: h (b, E) float64; block=True packs the conv window with it into one array (b, W, E):
 state[:, :W−1] = the last W − 1 values of p (oldest first, zeros at the start), state[:, W−1] = h.
+Bidirectional (SPEC §4.12): the backward direction is the whole definition (block: linear_x, the Conv1D, the gates
+and the recurrence) run on each row's reversed valid prefix with reversed gaps, sharing every weight; the read-out
+takes the concatenated (h^f, h^b) with doubled input width: bare y_t = [I | I]·[h^f_t; h^b_t] = h^f_t + h^b_t (no
+parameter); block y_t = [linear_out | linear_out_back]·[h^f_t ⊙ g_t; h^b_t ⊙ g_t] + bias, linear_out_back.weight
+(H, E) drawn like linear_out after every forward parameter. Resets are refused with it (no backward segment rule).
 Views: no convolution view (a_t depends on the input): every §3 scan method, and repeated `step`.
 
 Upstream: google-deepmind/recurrentgemma (`torch/layers.py` RGLRU, BlockDiagonalLinear, Conv1D, rnn_param_init;
@@ -37,6 +42,7 @@ from ..discretize import discretize
 from ..init import check_real
 from ..scan import SCAN_METHODS, scan, scan_vjp
 from ._base import Layer
+from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 
@@ -157,7 +163,7 @@ class RGLRU(Layer):
 
     def __init__(self, d_model, num_heads=1, c=8.0, min_rad=0.9, max_rad=0.999, w_init_variance_scale=1.0,
                  block=False, lru_width=None, conv1d_temporal_width=None, final_w_init_variance_scale=None,
-                 seed=None):
+                 bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         num_heads = check_positive_int(num_heads, "num_heads")
         c = check_real(c, "c", 0.0, low_open=True)
@@ -175,6 +181,7 @@ class RGLRU(Layer):
             raise ValueError(f"{name} applies only to the recurrent block: pass block=True or leave it None; "
                              f"got {name}={block_only[name]!r} with block=False")
         self.block = bool(block)
+        self.bidirectional = check_bidirectional(bidirectional)
         self.width = check_positive_int(lru_width, "lru_width") if lru_width is not None else self.d_model
         self.conv_width = (check_positive_int(conv1d_temporal_width, "conv1d_temporal_width")
                            if conv1d_temporal_width is not None else 4)
@@ -189,11 +196,14 @@ class RGLRU(Layer):
         self.prefix = "rg_lru." if self.block else ""
         self.config = {"d_model": self.d_model, "num_heads": num_heads, "c": c, "min_rad": min_rad,
                        "max_rad": max_rad, "w_init_variance_scale": w_init_variance_scale, "block": self.block,
-                       **block_only, "seed": seed}
+                       **block_only, "bidirectional": self.bidirectional, "seed": seed}
         rng = np.random.default_rng(seed)
         self.params = rglru_params(rng, self.width, num_heads, min_rad, max_rad, w_init_variance_scale, self.prefix)
         if self.block:
             self.params.update(block_params(rng, self.d_model, self.width, self.conv_width, final_scale))
+        if self.block and self.bidirectional:     # the backward half of the doubled-width read-out (SPEC §4.12)
+            self.params["linear_out_back.weight"] = rng.normal(0.0, np.sqrt(final_scale / self.width),
+                                                               (self.d_model, self.width))              # (H, E)
 
     def state_shape(self, batch):
         """(b, E), or (b, W, E) with block=True (conv window and h packed)."""
@@ -228,13 +238,17 @@ class RGLRU(Layer):
             n = np.where(resets[..., None], 1.0, n)
         return A_bar, n * i
 
-    def read_out(self, states, x):
-        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H)."""
+    def read_out(self, states, x, states_back=None):
+        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H).
+        Bidirectional: states_back (b, L, E) enters with [I | I] (bare) or linear_out_back (block) (SPEC §4.12)."""
         if not self.block:
-            return states
+            return states if states_back is None else states + states_back
         p = self.params
         gate = gelu_tanh(x @ p["linear_y.weight"].T + p["linear_y.bias"])                 # (b, L, E)
-        return (states * gate) @ p["linear_out.weight"].T + p["linear_out.bias"]          # (b, L, H)
+        y = (states * gate) @ p["linear_out.weight"].T + p["linear_out.bias"]             # (b, L, H)
+        if states_back is not None:
+            y = y + (states_back * gate) @ p["linear_out_back.weight"].T                  # (b, L, H)
+        return y
 
     # --------------------------------------------------------------------- calls
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -247,8 +261,11 @@ class RGLRU(Layer):
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
                                            check_finite)
+        check_call(self, initial_state, return_state)
         batch, L, _ = x.shape
         resets = check_resets(resets, (batch, L))
+        if resets is not None:
+            refuse_streaming(self, "resets", "a segment start has no backward counterpart in this layer")
         zero = self.init_state(batch)
         start = zero if h0 is None else h0
         window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
@@ -256,7 +273,14 @@ class RGLRU(Layer):
         A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, L, E)
         # ---- the recurrence
         states = scan(A_bar, gain * u, h_start if h0 is not None else None, method=method)   # (b, L, E)
-        y = self.read_out(states, x)                                                      # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                            # SPEC §4.12
+            def run(v, t):                                                                # from a zero state
+                u_v, _ = self.recurrence_input(v, window0, None)                          # (b, L, E)
+                A_v, gain_v = self.discrete_system(u_v, t)                                # (b, L, E)
+                return scan(A_v, gain_v * u_v, method=method)                             # (b, L, E)
+            states_back = backward_states(run, x, lengths, tau)                           # (b, L, E)
+        y = self.read_out(states, x, states_back)                                         # (b, L, H)
         if not return_state:
             return y
         h_last = final_state(states, lengths)                                             # (b, E)
@@ -267,6 +291,7 @@ class RGLRU(Layer):
     def step(self, x_t, state, integration_timestep=None, reset=None):
         """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
         → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         batch = x.shape[0]
         state = check_state(state, self.state_shape(batch), np.float64, name="state")
@@ -288,6 +313,7 @@ class RGLRU(Layer):
         and Ā_t = a_t^τ (`discretize_vjp`, dirac) → the sigmoid gates, a_param → u (block: Conv1D, linear_x).
         Note: d sqrt(v)/dv is upstream's bounded 1/sqrt(max(4v, 1e-6)) (SqrtBoundDerivative), as the torch backend.
         """
+        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, q = self.params, self.prefix
         batch, L, _ = x.shape

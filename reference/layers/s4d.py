@@ -15,6 +15,8 @@ Inits (n = 0..N−1; the same for every channel):
     real  λ = −(n+1)                                    B = 1
 C: complex normal (each part variance ½); D ~ N(0, 1); log Δ ~ U[log dt_min, log dt_max) per channel.
 
+Bidirectional (SPEC §4.12): shared λ, B, Δ; the backward read-out C_back_re, C_back_im (H, N) drawn like C after
+every forward parameter: y = 2 Re Σ_n (C x^f + C_back x^b) + D u.
 Upstream: state-spaces/s4 (`src/models/sequence/kernels/ssm.py` SSMKernelDiag, `dplr.py`, `hippo.py`) and
 its standalone `s4d.py`. Leaves out: the block around the kernel (GELU, GLU output, dropout), channels > 1,
 n_ssm tying, bandlimiting and the DSS discretisation. The `none` method is refused (λ is continuous).

@@ -19,7 +19,9 @@ Views: no convolution view (Δ_t, B_t, C_t depend on the input): every §3 scan 
 
 Upstream: TaylanSoydan/S7 `event_ssm/ssm.py` (S5SSM with input_dependent=True; x_proj.kernel = x_proj.weightᵀ,
 step_proj.step_proj_kernel = dt_proj.weightᵀ, step_proj.step_proj_bias = dt_proj.bias). Not lrnnx's "S7" (a different
-real discrete-time model, SPEC §10). Leaves out: the bidirectional variant, separate_dbc, log_a, the block around it.
+real discrete-time model, SPEC §10). Bidirectional (SPEC §4.12): Λ, Δ_t, B_t shared (both directions compute them from u_t); the backward read-out
+C^b_t (b, L, H, N) = x_proj_back(u_t) (weight (2NH, H), bias (2NH,), drawn like x_proj's Ĉ rows after every forward
+parameter): y_t = κ·Re(C_t h^f_t + C^b_t h^b_t) + D ⊙ u_t. Leaves out: separate_dbc, log_a, the block around it.
 Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local state size, r dt_rank.
 """
 import math
@@ -32,6 +34,7 @@ from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
+from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 from .s5 import CLIP_RE, check_blocks
@@ -96,7 +99,7 @@ class S7(Layer):
     no_fft_reason = NO_FFT_REASON
 
     def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
-                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", seed=None):
+                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         if discretization == "none":
@@ -113,15 +116,21 @@ class S7(Layer):
         step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
         check_choice(reparam, "reparam", REPARAMS)
         self.dt_rank = resolve_dt_rank(dt_rank, self.d_model)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.kappa = 2 if conj_sym else 1
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "discretization": discretization,
                        "conj_sym": bool(conj_sym), "blocks": blocks, "dt_min": dt_min, "dt_max": dt_max,
                        "step_rescale": step_rescale, "clip_eigs": bool(clip_eigs), "reparam": reparam,
-                       "dt_rank": dt_rank, "seed": seed}
-        self.params = s7_params(np.random.default_rng(seed), self.d_model, self.d_state, self.dt_rank,
-                                bool(conj_sym), blocks, dt_min, dt_max, step_rescale, reparam)
+                       "dt_rank": dt_rank, "bidirectional": self.bidirectional, "seed": seed}
+        rng = np.random.default_rng(seed)
+        self.params = s7_params(rng, self.d_model, self.d_state, self.dt_rank, bool(conj_sym), blocks, dt_min, dt_max,
+                                step_rescale, reparam)
+        if self.bidirectional:       # the backward read-out C^b_t = x_proj_back(u_t) (SPEC §4.12)
+            width = 2 * self.d_state * self.d_model
+            self.params["x_proj_back.weight"] = truncated_normal(rng, (width, self.d_model), 1.0 / self.d_model)  # (2NH, H)
+            self.params["x_proj_back.bias"] = np.zeros(width)                                                   # (2NH,)
 
     def init_state(self, batch):
         """Zero state (batch, N) complex128."""
@@ -153,9 +162,19 @@ class S7(Layer):
         Bu = gamma_bar * np.einsum("blnh,blh->bln", B, x)                                # (b, L, N)
         return Lambda_bar, Bu, C
 
-    def read_out(self, states, x, C):
-        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H)."""
-        return self.kappa * np.einsum("blhn,bln->blh", C, states).real + self.params["D"] * x
+    def C_back(self, x):
+        """The backward read-out C^b_t = x_proj_back(u_t): x (b, L, H) → (b, L, H, N) complex (SPEC §4.12)."""
+        C_hat = x @ self.params["x_proj_back.weight"].T + self.params["x_proj_back.bias"]  # (b, L, 2NH)
+        C_hat = C_hat.reshape(x.shape[:2] + (self.d_model, self.d_state, 2))             # (b, L, H, N, 2)
+        return C_hat[..., 0] + 1j * C_hat[..., 1]                                        # (b, L, H, N)
+
+    def read_out(self, states, x, C, states_back=None, C_back=None):
+        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H).
+        Bidirectional: + κ·Re(C^b_t h^b_t), states_back (b, L, N), C_back (b, L, H, N) (SPEC §4.12)."""
+        y = self.kappa * np.einsum("blhn,bln->blh", C, states).real + self.params["D"] * x   # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * np.einsum("blhn,bln->blh", C_back, states_back).real
+        return y
 
     # --------------------------------------------------------------------- calls
     def __call__(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -169,14 +188,18 @@ class S7(Layer):
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
                                            check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, L, N), (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, Bu, h0, method=method)                                 # (b, L, N)
-        y = self.read_out(states, x, C)                                                  # (b, L, H)
+        states_back = backward_states(lambda u, t: scan(*self.discrete_system(u, t)[:2], method=method),
+                                      x, lengths, tau) if self.bidirectional else None   # (b, L, N), SPEC §4.12
+        y = self.read_out(states, x, C, states_back, self.C_back(x) if self.bidirectional else None)  # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state")
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
@@ -191,6 +214,7 @@ class S7(Layer):
         at the selective Δ_t → softplus, dt_proj → x_proj (Δ, B_t, C_t all come from it) → u; Λ through
         clip_eigs and the stablessm map.
         """
+        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, N, H, r = self.params, self.d_state, self.d_model, self.dt_rank
         batch, L, _ = x.shape

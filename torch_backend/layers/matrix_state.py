@@ -21,7 +21,8 @@ Differences from the reference, each for a reason:
   reference forms the C × C pairwise decays directly;
 * precision follows the inputs (float32 by default, float64 for parity).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/ops/*/naive.py`.
-Einsum letters: b batch, l time (r, s inside a chunk, c the chunk), h heads, k key index (i, j), v value index.
+Einsum letters: b batch, l time (r, s inside a chunk, c the chunk; m, R, S the sub-chunks of GLA), h heads,
+k key index (i, j), v value index.
 """
 import torch
 

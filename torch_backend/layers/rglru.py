@@ -28,6 +28,7 @@ from reference.layers.rglru import RGLRU as ReferenceRGLRU
 from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 
@@ -120,14 +121,15 @@ class RGLRU(Layer):
 
     def __init__(self, d_model, num_heads=1, c=8.0, min_rad=0.9, max_rad=0.999, w_init_variance_scale=1.0,
                  block=False, lru_width=None, conv1d_temporal_width=None, final_w_init_variance_scale=None,
-                 seed=None):
+                 bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         ref = ReferenceRGLRU(d_model, num_heads, c, min_rad, max_rad, w_init_variance_scale, block, lru_width,
-                             conv1d_temporal_width, final_w_init_variance_scale, seed=draw_seed(seed))
+                             conv1d_temporal_width, final_w_init_variance_scale, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.num_heads, self.c, self.block = ref.d_model, ref.num_heads, ref.c, ref.block
         self.width, self.conv_width, self.prefix = ref.width, ref.conv_width, ref.prefix
+        self.bidirectional = ref.bidirectional
 
     def _param(self, name):
         """The parameter named like the reference's params key. Note: module attributes here, a dict there."""
@@ -167,12 +169,16 @@ class RGLRU(Layer):
             n = torch.where(resets[..., None], torch.ones_like(n), n)
         return A_bar, n * i
 
-    def read_out(self, states, x):
-        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H)."""
+    def read_out(self, states, x, states_back=None):
+        """y = h (bare), or linear_out(h ⊙ gelu_tanh(linear_y(x))) (block). states (b, L, E) → (b, L, H).
+        Bidirectional: states_back (b, L, E) enters with [I | I] (bare) or linear_out_back (block) (SPEC §4.12)."""
         if not self.block:
-            return states
+            return states if states_back is None else states + states_back
         gate = gelu_tanh(x @ self._param("linear_y.weight").T + self._param("linear_y.bias"))     # (b, L, E)
-        return (states * gate) @ self._param("linear_out.weight").T + self._param("linear_out.bias")   # (b, L, H)
+        y = (states * gate) @ self._param("linear_out.weight").T + self._param("linear_out.bias")   # (b, L, H)
+        if states_back is not None:
+            y = y + (states_back * gate) @ self._param("linear_out_back.weight").T                  # (b, L, H)
+        return y
 
     # --------------------------------------------------------------------- calls
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -186,15 +192,25 @@ class RGLRU(Layer):
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
                                            check_finite)
+        check_call(self, initial_state, return_state)
         batch, L, _ = x.shape
         resets = check_resets(resets, (batch, L), like=self)
+        if resets is not None:
+            refuse_streaming(self, "resets", "a segment start has no backward counterpart in this layer")
         start = self.init_state(batch) if h0 is None else h0
         window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
         u, windows = self.recurrence_input(x, window0, resets)                            # (b, L, E)
         A_bar, gain = self.discrete_system(u, tau, resets, check_finite)                 # (b, L, E)
         # ---- the recurrence
         states = scan(A_bar, gain * u, h_start if h0 is not None else None, method=method)   # (b, L, E)
-        y = self.read_out(states, x)                                                      # (b, L, H)
+        states_back = None
+        if self.bidirectional:                                                            # SPEC §4.12
+            def run(v, t):                                                                # from a zero state
+                u_v, _ = self.recurrence_input(v, window0, None)                          # (b, L, E)
+                A_v, gain_v = self.discrete_system(u_v, t, None, check_finite)            # (b, L, E)
+                return scan(A_v, gain_v * u_v, method=method)                             # (b, L, E)
+            states_back = backward_states(run, x, lengths, tau)                           # (b, L, E)
+        y = self.read_out(states, x, states_back)                                         # (b, L, H)
         if not return_state:
             return y
         h_last = final_state(states, lengths)                                             # (b, E)
@@ -205,6 +221,7 @@ class RGLRU(Layer):
     def step(self, x_t, state, integration_timestep=None, reset=None):
         """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
         → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         batch = x.shape[0]
         state = check_state(state, self.state_shape(batch), self.dtype, name="state", like=self)

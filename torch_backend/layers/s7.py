@@ -24,6 +24,7 @@ from reference.layers.s7 import S7 as ReferenceS7, STABLESSM_A, STABLESSM_B
 from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 
@@ -47,14 +48,14 @@ class S7(Layer):
     no_fft_reason = ReferenceS7.no_fft_reason
 
     def __init__(self, d_model, d_state, discretization="zoh", conj_sym=False, blocks=1, dt_min=1e-3, dt_max=0.1,
-                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", seed=None):
+                 step_rescale=1.0, clip_eigs=False, reparam="none", dt_rank="auto", bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         ref = ReferenceS7(d_model, d_state, discretization, conj_sym, blocks, dt_min, dt_max, step_rescale, clip_eigs,
-                          reparam, dt_rank, seed=draw_seed(seed))
+                          reparam, dt_rank, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
-        self.dt_rank, self.kappa = ref.dt_rank, ref.kappa
+        self.dt_rank, self.kappa, self.bidirectional = ref.dt_rank, ref.kappa, ref.bidirectional
 
     def init_state(self, batch):
         """Zero state (batch, N), complex64 (complex128 after .double()), on the module's device."""
@@ -88,9 +89,19 @@ class S7(Layer):
         Bu = gamma_bar * torch.einsum("blnh,blh->bln", B, x.to(B.dtype))                 # (b, L, N)
         return Lambda_bar, Bu, C
 
-    def read_out(self, states, x, C):
-        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H)."""
-        return self.kappa * torch.einsum("blhn,bln->blh", C, states).real + self.D * x
+    def C_back(self, x):
+        """The backward read-out C^b_t = x_proj_back(u_t): x (b, L, H) → (b, L, H, N) complex (SPEC §4.12)."""
+        C_hat = x @ self.x_proj_back.weight.T + self.x_proj_back.bias                    # (b, L, 2NH)
+        C_hat = C_hat.reshape(x.shape[:2] + (self.d_model, self.d_state, 2))             # (b, L, H, N, 2)
+        return torch.complex(C_hat[..., 0], C_hat[..., 1])                               # (b, L, H, N)
+
+    def read_out(self, states, x, C, states_back=None, C_back=None):
+        """y = κ·Re(C_t x_t) + D ⊙ u_t: states (b, L, N), x (b, L, H), C (b, L, H, N) → (b, L, H).
+        Bidirectional: + κ·Re(C^b_t h^b_t), states_back (b, L, N), C_back (b, L, H, N) (SPEC §4.12)."""
+        y = self.kappa * torch.einsum("blhn,bln->blh", C, states).real + self.D * x       # (b, L, H)
+        if states_back is not None:
+            y = y + self.kappa * torch.einsum("blhn,bln->blh", C_back, states_back).real
+        return y
 
     # --------------------------------------------------------------------- calls
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None, return_state=False,
@@ -105,14 +116,18 @@ class S7(Layer):
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method,
                                            check_finite)
+        check_call(self, initial_state, return_state)
         Lambda_bar, Bu, C = self.discrete_system(x, tau, check_finite)                   # (b, L, N), (b, L, H, N)
         # ---- the recurrence
         states = scan(Lambda_bar, Bu, h0, method=method)                                 # (b, L, N)
-        y = self.read_out(states, x, C)                                                  # (b, L, H)
+        states_back = backward_states(lambda u, t: scan(*self.discrete_system(u, t, check_finite)[:2], method=method),
+                                      x, lengths, tau) if self.bidirectional else None   # (b, L, N), SPEC §4.12
+        y = self.read_out(states, x, C, states_back, self.C_back(x) if self.bidirectional else None)  # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
