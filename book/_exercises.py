@@ -46,7 +46,8 @@ def check_exercise(key, answer):
 
 def _property(test):
     """Run a hypothesis test with a fixed, small number of examples (fast enough for a page)."""
-    return settings(max_examples=50, deadline=None, database=None, derandomize=True)(test)()
+    return settings(max_examples=50, deadline=None, database=None, derandomize=True,
+                    report_multiple_bugs=False)(test)()
 
 
 @exercise("intro.2")

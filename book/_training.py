@@ -74,8 +74,8 @@ def predict(model, x, lengths, tau=None):
 
 
 def validation_split(labels, fraction=0.2, seed=0):
-    """(train indices, validation indices): a stratified, seeded split of the training set (every class kept
-    in proportion), so that every choice — epochs, learning rate, the asserted floor — is made without the test set."""
+    """(train indices, validation indices): a stratified, seeded split of the training set (every class kept in
+    proportion), so that every choice — epochs, learning rate, the asserted floor — is made without the test set."""
     from sklearn.model_selection import train_test_split
     indices = np.arange(len(labels))
     return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)

@@ -72,6 +72,8 @@ DEFAULT_DECLARATIONS = {
     "state_layout": "conj_pairs",        # "full": conj_sym layers keep all P = 2N states ([h, conj h])
     "reset": "spec",                     # "spec": zero initial state, final state at t = len − 1 (SPEC §3);
                                          # anything else rejects the state comparisons with lengths
+    "timesteps": True,                   # False: layers take no integration timesteps (τ); properties that
+                                         # draw τ optionally run without it, those about τ are rejected
     "buffers": {},                       # {layer: (name, ...)} parameters it keeps fixed beyond the reference's
     "exact_error_messages": False,       # True: error messages must contain the catalogue's excerpts too
 }
@@ -193,6 +195,14 @@ def configure(name, device):
     """Import the adapter now (before collection), so that the layers it registers (strategies.register_layer)
     join the parametrized properties."""
     _CURRENT.update(name=name, device=device, backend=Backend(name, device))
+
+
+def current_or_none():
+    """The configured backend, or None when its device is not available here."""
+    try:
+        return current()
+    except Unsupported:
+        return None
 
 
 def current():

@@ -102,6 +102,30 @@ def exact_errors(request, backend):
     return request.config.getoption("--exact-errors") or bool(backend.declarations["exact_error_messages"])
 
 
+def pytest_runtest_setup(item):
+    """A parametrization the adapter declares it does not support (a layer, a dtype) or cannot reach (no
+    from_reference) is "not run" before any example is drawn."""
+    if not item.get_closest_marker("backend") or not hasattr(item, "callspec"):
+        return
+    params, backend = item.callspec.params, backend_module.current_or_none()
+    if backend is None:
+        return
+    reason = None
+    layer = params.get("name")
+    if layer is not None and isinstance(layer, str) and layer in backend_module._layer_names():
+        if not backend.has("from_reference"):
+            reason = f"{backend.name} does not provide from_reference"
+        elif backend.declarations["layers"] is not None and layer not in backend.declarations["layers"]:
+            reason = f"layer {layer} not declared"
+    dtype = params.get("dtype")
+    if reason is None and dtype is not None and dtype not in backend.declarations["dtypes"]:
+        reason = f"dtype {dtype} not declared"
+    if reason is not None:
+        REPORT.begin(item.nodeid)
+        REPORT.count_rejected(reason)
+        pytest.skip(f"not run: {reason}")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     if not item.get_closest_marker("backend"):

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity_tests.backend import check, check_keys
+from parity_tests.backend import Unsupported, check, check_keys
 from parity_tests.helpers import finite_difference
 from parity_tests.strategies import (LAYER_CONFIGS, batch_sizes, examples, layer_class, layer_config, lengths_vector,
                                      perturbed_params, rng_from, seeds, sequence_lengths, suite_layers, timesteps)
@@ -58,13 +58,16 @@ def describe(config):
     return ", ".join(f"{k}={config[k]}" for k in CATEGORICAL if k in config)
 
 
-def draw_case(data, name, *, max_len=40, events=False, overrides=None):
+def draw_case(data, name, *, max_len=40, events=False, overrides=None, backend=None):
+    """(config, x (b, L, H), τ (b, L) or None, rng); τ only for `events`, a layer taking timesteps and a
+    backend declaring them."""
     config = {**data.draw(layer_config(name).configs(), label="config"), **(overrides or {})}
     batch = data.draw(batch_sizes, label="batch")
     L = data.draw(sequence_lengths(max_len), label="L")
     rng = rng_from(data.draw(seeds, label="data seed"))
     x = rng.normal(size=(batch, L, config["d_model"]))                              # (b, L, H)
-    tau = timesteps(rng, batch, L) if events and layer_config(name).timesteps else None
+    declared = backend is None or backend.declarations["timesteps"]
+    tau = timesteps(rng, batch, L) if events and layer_config(name).timesteps and declared else None
     return config, x, tau, rng
 
 
@@ -87,7 +90,9 @@ def test_forward(backend, dtype, name, data):
 @pytest.mark.parametrize("name", WITH_TIMESTEPS)
 @given(data=st.data())
 def test_forward_with_timesteps(backend, dtype, name, data):
-    config, x, tau, _ = draw_case(data, name, events=True)
+    if not backend.declarations["timesteps"]:
+        raise Unsupported("integration timesteps not declared")
+    config, x, tau, _ = draw_case(data, name, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     forward_parity(backend, dtype, name, config, x, "forward with τ", reference, module, tau=tau)
 
@@ -96,7 +101,7 @@ def test_forward_with_timesteps(backend, dtype, name, data):
 @given(data=st.data())
 def test_lengths_initial_state_and_final_state(backend, dtype, name, data):
     backend.require_reset_convention("lengths, initial and final state")
-    config, x, tau, rng = draw_case(data, name, events=True)
+    config, x, tau, rng = draw_case(data, name, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     lengths = lengths_vector(rng, x.shape[0], x.shape[1])
     zero = reference.init_state(x.shape[0])
@@ -116,7 +121,7 @@ def test_lengths_initial_state_and_final_state(backend, dtype, name, data):
 @settings(max_examples=examples(10))
 @given(data=st.data())
 def test_step_by_step(backend, dtype, name, data):
-    config, x, tau, _ = draw_case(data, name, max_len=12, events=True)
+    config, x, tau, _ = draw_case(data, name, max_len=12, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     expected = reference(x, integration_timesteps=tau)
     state, outputs = module.init_state(x.shape[0]), []
@@ -146,7 +151,7 @@ def test_kernel(backend, dtype, name, data):
 def test_state_path_without_feedthrough(backend, dtype, name, data):
     """Feed-through parameters (D) set to 0: y is the state path alone, so the tolerance (scaled by max|y|) is
     not set by a direct x -> y term that a wrong recurrence would hide behind."""
-    config, x, tau, _ = draw_case(data, name, events=True)
+    config, x, tau, _ = draw_case(data, name, events=True, backend=backend)
     params = dict(layer_class(name)(**config).params)
     params.update({k: np.zeros_like(params[k]) for k in layer_config(name).feedthrough if k in params})
     reference, module = build(backend, name, config, dtype, params=params)
@@ -158,7 +163,7 @@ def test_state_path_without_feedthrough(backend, dtype, name, data):
 def test_forward_at_small_scale(backend, dtype, name, data):
     """Inputs × SMALL_SCALE, so every output is small (y is linear in x): the float32 tolerance scales with
     max|y| (SPEC §8), so a relative error that a tolerance floored at 1 would let through fails here."""
-    config, x, tau, _ = draw_case(data, name, events=True)
+    config, x, tau, _ = draw_case(data, name, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     forward_parity(backend, dtype, name, config, SMALL_SCALE * x, "forward at small scale", reference, module,
                    tau=tau)
@@ -168,7 +173,7 @@ def test_forward_at_small_scale(backend, dtype, name, data):
 @given(data=st.data())
 def test_forward_at_perturbed_parameters(backend, dtype, name, data):
     """Parity away from the initialisation: every parameter moved, plus the layer's extremes."""
-    config, x, tau, rng = draw_case(data, name, events=True)
+    config, x, tau, rng = draw_case(data, name, events=True, backend=backend)
     params = perturbed_params(name, layer_class(name)(**config).params, rng)
     reference, module = build(backend, name, config, dtype, params=params)
     forward_parity(backend, dtype, name, config, x, "forward at perturbed parameters", reference, module, tau=tau)
@@ -214,7 +219,7 @@ def test_centaurus_modes(backend, dtype, mode, data):
     d_model = data.draw(st.integers(2, 3), label="d_model")
     d_state = {"dws": d_model, "full": d_model ** 2}.get(mode, data.draw(st.integers(1, 4), label="d_state"))
     overrides = {"mode": mode, "d_model": d_model, "d_state": d_state}
-    config, x, tau, _ = draw_case(data, "Centaurus", events=True, overrides=overrides)
+    config, x, tau, _ = draw_case(data, "Centaurus", events=True, overrides=overrides, backend=backend)
     reference, module = build(backend, "Centaurus", config, dtype)
     forward_parity(backend, dtype, "Centaurus", config, x, f"mode {mode}", reference, module, tau=tau)
 
@@ -232,7 +237,7 @@ def test_gradients_match_reference_finite_differences(backend, name, data):
     """Backend autograd (float64) == central differences of the reference forward, for x and every parameter,
     keyed by exactly the reference's parameter names (minus frozen ones and declared buffers)."""
     dtype = "float64"
-    config, x, tau, rng = draw_case(data, name, max_len=6, events=True)
+    config, x, tau, rng = draw_case(data, name, max_len=6, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     vjp, parameter_vjp = backend.require("vjp", "parameter_vjp")
     G = rng.normal(size=x.shape)

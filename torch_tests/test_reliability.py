@@ -378,3 +378,15 @@ def test_classifier_input_errors_are_the_same_in_both_backends(case):
     x = {"int_features": np.ones((2, 5, 3), int), "str_features": np.full((2, 5, 3), "a"),
          "float_ids": np.ones((2, 5)), "str_ids": np.full((2, 5), "a"), "bool_ids": np.ones((2, 5), bool)}[case]
     same_error(lambda: ref(x), lambda: module(torch.from_numpy(x) if x.dtype.kind in "biuf" else x))
+
+
+def test_many_compiled_layer_classes_do_not_share_one_compile_cache():
+    """Each layer class keeps its own torch.compile cache (recompile limit 8 per code object): tracing six
+    classes at two lengths each must not exhaust it (it would if they shared Layer.__call__'s)."""
+    torch._dynamo.reset()
+    for name in sorted(AUTOCAST_LAYERS):
+        layer = torch_backend.REGISTRY[name](3, seed=0, **AUTOCAST_LAYERS[name])
+        compiled = torch.compile(layer, backend=lambda graph_module, inputs: graph_module.forward, fullgraph=True)
+        for L in (5, 9):
+            x = features(L=L)
+            assert_close(compiled(x).detach().numpy(), layer(x).detach().numpy(), "float32", what=f"{name} L={L}")

@@ -6,6 +6,7 @@ the exchange with the reference is exact in float64 (SPEC §7). Subclasses regis
 `torch_backend.exchange`, which finds the torch twin of a reference layer by class name.
 """
 import json
+import types
 
 import numpy as np
 import torch
@@ -41,6 +42,12 @@ class Layer(torch.nn.Module):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("reference_class") is not None:
             register_torch_class(cls)
+        if "__call__" not in cls.__dict__:
+            # torch.compile starts tracing at __call__ and keeps its cache (and recompile limit, 8) per code
+            # object: one shared Layer.__call__ would make every layer class share one cache. A copy per class.
+            call = Layer.__call__
+            code = call.__code__.replace(co_name=f"{cls.__name__}_call", co_qualname=f"{cls.__qualname__}.__call__")
+            cls.__call__ = types.FunctionType(code, call.__globals__, "__call__", call.__defaults__, call.__closure__)
 
     # --------------------------------------------------------------------- construction
     def _init_from_reference(self, ref, buffers=()):
