@@ -245,13 +245,18 @@ def discretize_derivatives(Lambda, dt, method, tau=None):
         tau_ = check_timesteps(tau).reshape(np.shape(tau) + (1,) * Lambda.ndim)  # (b, L, 1...)
         dt_A = tau_ * dt                                                         # (b, L, S...)
     zero = np.zeros(Lambda_bar.shape, Lambda_bar.dtype)
+    z = _exponent(Lambda, dt_A)                                                  # λΔ_A as in discretize
+    gone = np.exp(z.real) == 0                                                   # e^z underflowed: Ā = 0
 
     if method in ("zoh", "exp_euler", "async", "dirac"):
         dA_dLambda = dt_A * Lambda_bar
-        dA_ddt = tau_ * Lambda * Lambda_bar
+        dA_ddt = tau_ * (Lambda * Lambda_bar)                                    # λĀ first: a huge τ times 0
         if method == "zoh":
-            dgamma_dLambda = dt_A ** 2 * phi1_derivative(Lambda * dt_A)
-            dgamma_ddt = tau_ * np.exp(Lambda * dt_A)
+            # e^z → 0: γ̄ → −1/λ, so ∂γ̄/∂λ → 1/λ² (Δ_A²·φ1' would be inf·0) and ∂γ̄/∂Δ = τe^z → 0
+            with np.errstate(over="ignore", invalid="ignore"):
+                regular = dt_A ** 2 * phi1_derivative(np.where(gone, 0.0, z))
+            dgamma_dLambda = np.where(gone, 1 / np.where(gone, Lambda, 1.0) ** 2, regular)
+            dgamma_ddt = tau_ * np.where(gone, 0.0, np.exp(np.where(gone, 0.0, z)))
         elif method == "exp_euler":
             dgamma_dLambda, dgamma_ddt = zero, tau_ + zero
         elif method == "async":
@@ -260,9 +265,16 @@ def discretize_derivatives(Lambda, dt, method, tau=None):
         else:
             dgamma_dLambda, dgamma_ddt = zero, zero
     elif method == "bilinear":
-        denominator = (1 - Lambda * dt_A / 2) ** 2
-        dA_dLambda, dA_ddt = dt_A / denominator, tau_ * Lambda / denominator
-        dgamma_dLambda, dgamma_ddt = dt_A ** 2 / (2 * denominator), tau_ / denominator
+        # Δ_A > 1: divided through by Δ_A² as in discretize, q = (1/Δ_A − λ/2)² = (1 − λΔ_A/2)²/Δ_A²
+        large = dt_A > 1
+        inverse, small_dt = 1 / np.where(large, dt_A, 1.0), np.where(large, 1.0, dt_A)
+        small_tau = np.where(large, 0.0, tau_)
+        denominator = (1 - _exponent(Lambda, small_dt) / 2) ** 2
+        q = (inverse - Lambda / 2) ** 2
+        dA_dLambda = np.where(large, inverse / q, small_dt / denominator)
+        dA_ddt = np.where(large, Lambda * inverse / (dt * q), small_tau * Lambda / denominator)
+        dgamma_dLambda = np.where(large, 1 / (2 * q), small_dt ** 2 / (2 * denominator))
+        dgamma_ddt = np.where(large, inverse / (dt * q), small_tau / denominator)
     else:  # "none": Ā = λ^τ, d/dλ = τ λ^(τ−1) = τ Ā/λ (λ = 0: 1 where τ = 1, else 0)
         safe = np.where(Lambda == 0, 1.0, Lambda)
         dA_dLambda = np.where(Lambda == 0, (tau_ == 1) * 1.0, tau_ * Lambda_bar / safe) + zero

@@ -7,7 +7,9 @@ Configs come from `parity_tests.strategies.LAYER_CONFIGS` with bidirectional=Tru
 * anti-causality of the backward part: perturbing u_t leaves the backward contribution at s > t unchanged;
 * time-invariant layers: the two-sided kernel (2L − 1, ...) applied by a direct sum == the scan == method="fft";
 * τ ≡ 1 == no τ; the forward parameters of a seed do not change with the option;
-* the reversed-gaps rule on a worked example; errors: step, initial_state, return_state, a non-bool option.
+* the reversed-gaps rule on a worked example; errors: step, initial_state, return_state, a non-bool option;
+* S5 against the official code's bidirectional convention (C̃ (H, 2P) over the concatenated states; a
+  re-derivation from its documented formula, not golden vectors: no JAX here to run the upstream code).
 """
 import inspect
 
@@ -173,3 +175,29 @@ def test_errors_name_the_option(name, data):
         layer(x, return_state=True)
     with pytest.raises(TypeError, match="bidirectional must be a bool"):
         REGISTRY[name](**{**config, "bidirectional": "yes"})
+
+
+@pytest.mark.parametrize("conj_sym", [False, True])
+@settings(max_examples=examples(5))
+@given(data=st.data())
+def test_s5_matches_the_official_bidirectional_convention(conj_sym, data):
+    """lindermanlab/S5 `apply_ssm(bidirectional=True)` on unpadded rows: shared Λ̄, B̄; a reverse scan
+    x^b_t = Λ̄ x^b_{t+1} + B̄ u_t; states concatenated (forward, backward) and read out by C̃ of shape (H, 2P);
+    y = κ Re(C̃ [x^f; x^b]) + D u. Here C̃ = [C | C_back] is built from our parameters."""
+    from reference.layers.s5 import S5
+    d_state = data.draw(st.sampled_from([2, 4]), label="d_state")
+    layer = S5(d_model=data.draw(st.integers(1, 3), label="d_model"), d_state=d_state, conj_sym=conj_sym,
+               bidirectional=True, seed=data.draw(seeds, label="seed"))
+    x = rng_from(data.draw(seeds, label="data seed")).normal(size=(1, data.draw(sequence_lengths(20), label="L"),
+                                                                   layer.d_model))    # (1, L, H)
+    Lambda_bar, gamma_bar, B, C, D = layer.discrete_system()                         # (P,), (P,), (P, H), (H, P)
+    Bu = np.einsum("ph,lh->lp", gamma_bar[:, None] * B, x[0])                        # (L, P)
+    forward, backward = np.zeros_like(Bu), np.zeros_like(Bu)                         # (L, P)
+    for t in range(Bu.shape[0]):
+        forward[t] = Bu[t] + (Lambda_bar * forward[t - 1] if t else 0)
+    for t in reversed(range(Bu.shape[0])):
+        backward[t] = Bu[t] + (Lambda_bar * backward[t + 1] if t + 1 < Bu.shape[0] else 0)
+    C_tilde = np.concatenate([C, layer.params["C_back_re"] + 1j * layer.params["C_back_im"]], axis=1)   # (H, 2P)
+    xs = np.concatenate([forward, backward], axis=1)                                 # (L, 2P)
+    expected = layer.kappa * np.einsum("hq,lq->lh", C_tilde, xs).real + D * x[0]     # (L, H)
+    assert_close(layer(x)[0], expected, what=f"S5 bidirectional (conj_sym={conj_sym}) vs the official convention")

@@ -419,3 +419,31 @@ def test_lssl_event_transitions_are_formed_a_chunk_at_a_time(monkeypatch):
     monkeypatch.setattr(lssl, "EVENT_MEMORY_LIMIT", per_step - 1)
     with pytest.raises(ValueError, match=r"b·H·N² = 2·3·4² dense transition entries of 8 bytes per time step"):
         layer(x, integration_timesteps=tau)
+
+
+# ----------------------------------------------------------------------------- hand-written gradients at the extremes
+@pytest.mark.parametrize("tau", TINY_TAUS + HUGE_TAUS)
+@pytest.mark.parametrize("name, layer", extreme_layers(BOUNDED_AT_HUGE_TAU), ids=lambda v: v if isinstance(v, str) else "")
+def test_vjp_is_finite_at_tiny_and_huge_timesteps(name, layer, tau):
+    """The hand-written backward pass (SPEC §11) at the same extremes: zoh's ∂γ̄/∂λ → 1/λ² and bilinear's
+    derivatives divided through by Δ_A² instead of inf·0."""
+    with np.errstate(over="raise", invalid="raise"):
+        grad_x, grads, _ = layer.vjp(np.ones_like(X), X, integration_timesteps=constant_tau(tau))
+    assert np.isfinite(grad_x).all(), name
+    assert all(np.isfinite(g).all() for g in grads.values()), name
+
+
+@pytest.mark.parametrize("method", ["zoh", "bilinear"])
+@pytest.mark.parametrize("tau", [0.5, 3.0, 40.0])
+def test_discretize_derivatives_match_central_differences_for_large_steps(method, tau):
+    """Δ_A > 1 takes the divided-through branch of bilinear: the same derivatives as the direct formulas."""
+    from reference.discretize import discretize_derivatives
+    Lambda, dt, h = np.array([-0.3 + 1.1j, -2.0 + 0.0j]), np.array([0.7, 1.3]), 1e-6
+    taus = np.full((1, 1), tau)
+    dA_dLambda, dA_ddt, dg_dLambda, dg_ddt = (d[0, 0] for d in discretize_derivatives(Lambda, dt, method, taus))
+    plus, minus = discretize(Lambda + h, dt, method, taus), discretize(Lambda - h, dt, method, taus)
+    np.testing.assert_allclose(dA_dLambda, (plus[0] - minus[0])[0, 0] / (2 * h), rtol=1e-6)
+    np.testing.assert_allclose(dg_dLambda, (plus[1] - minus[1])[0, 0] / (2 * h), rtol=1e-6)
+    plus, minus = discretize(Lambda, dt + h, method, taus), discretize(Lambda, dt - h, method, taus)
+    np.testing.assert_allclose(dA_ddt, (plus[0] - minus[0])[0, 0] / (2 * h), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dg_ddt, (plus[1] - minus[1])[0, 0] / (2 * h), rtol=1e-6, atol=1e-9)

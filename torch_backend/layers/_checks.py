@@ -7,7 +7,8 @@ Two additions, both about tensors:
   each naming the fix; NumPy arrays, lists and integer tensors are converted to the module's dtype and
   device (the reference converts everything to float64).
 * value checks (finite, >= 0, lengths in range) wait for the device on a GPU; they run while
-  `check_finite` is true and are skipped while torch.compile traces.
+  `check_finite` is true. While torch.compile traces, the lengths range check stays in the graph as an
+  assertion with the same message (`compiled_check`: RuntimeError there); the others are skipped.
 Glossary (SPEC §1): b batch, L length, H d_model.
 """
 import numpy as np

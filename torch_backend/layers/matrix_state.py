@@ -155,11 +155,13 @@ def _gla_chunkwise(q, k, v, log_alpha, S, chunk):
     G = torch.cumsum(_to_chunks(log_alpha, chunk), dim=2)                                  # (b, c, C, h, d_k)
     intra = _gla_intra(Q, K, V, G, SUB_CHUNK if chunk % SUB_CHUNK == 0 else chunk)         # (b, c, C, h, d_v)
     Q_decayed, K_decayed = Q * torch.exp(G), K * torch.exp(G[:, :, -1:] - G)               # (b, c, C, h, d_k)
+    decay_last = torch.exp(G[:, :, -1])[..., None]                                         # (b, c, h, d_k, 1)
     outputs = []
-    for c in range(Q.shape[1]):
-        outputs.append(torch.einsum("brhk,bhkv->brhv", Q_decayed[:, c], S) + intra[:, c])  # (b, C, h, d_v)
-        S = (torch.exp(G[:, c, -1])[..., None] * S
-             + torch.einsum("bshk,bshv->bhkv", K_decayed[:, c], V[:, c]))                 # (b, h, d_k, d_v)
+    # Note: chunks taken with unbind (one split), not [:, c] (whose backward writes a full-size gradient per chunk:
+    # quadratic in L).
+    for Q_c, K_c, V_c, intra_c, decay_c in zip(*(z.unbind(1) for z in (Q_decayed, K_decayed, V, intra, decay_last))):
+        outputs.append(torch.einsum("brhk,bhkv->brhv", Q_c, S) + intra_c)                  # (b, C, h, d_v)
+        S = decay_c * S + torch.einsum("bshk,bshv->bhkv", K_c, V_c)                        # (b, h, d_k, d_v)
     o = torch.stack(outputs, dim=1)                                                        # (b, c, C, h, d_v)
     return o.reshape(o.shape[0], -1, o.shape[3], o.shape[4])[:, :L], S
 
@@ -266,10 +268,12 @@ def _delta_chunkwise(q, k, v, beta, log_alpha, S, chunk):
     K_decayed = (torch.exp(g[:, :, -1:] - g)[..., None] * K).transpose(2, 3)              # (b, c, h, C, d_k)
     decay_last = torch.exp(g[:, :, -1])[..., None, None]                                   # (b, c, h, 1, 1)
     outputs = []
-    for c in range(Q.shape[1]):
-        U = U_tilde[:, c] - W[:, c] @ S                                                    # new values (b, h, C, d_v)
-        outputs.append(Q_decayed[:, c] @ S + QK[:, c] @ U)                                 # (b, h, C, d_v)
-        S = decay_last[:, c] * S + K_decayed[:, c].transpose(-1, -2) @ U                   # (b, h, d_k, d_v)
+    # Note: chunks taken with unbind (linear backward), not [:, c] (a full-size gradient per chunk: quadratic in L).
+    for U_tilde_c, W_c, Q_c, QK_c, K_c, decay_c in zip(*(z.unbind(1) for z in (U_tilde, W, Q_decayed, QK, K_decayed,
+                                                                               decay_last))):
+        U = U_tilde_c - W_c @ S                                                            # new values (b, h, C, d_v)
+        outputs.append(Q_c @ S + QK_c @ U)                                                 # (b, h, C, d_v)
+        S = decay_c * S + K_c.transpose(-1, -2) @ U                                        # (b, h, d_k, d_v)
     o = torch.stack(outputs, dim=1).transpose(2, 3)                                        # (b, c, C, h, d_v)
     return o.reshape(o.shape[0], -1, o.shape[3], d_v)[:, :L], S
 
