@@ -5,6 +5,8 @@ builders of the numerics-at-the-extremes tests (layers with replaced parameters,
 agreement of a reference layer's views).
 """
 import numpy as np
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from parity_tests.tolerances import FD_STEP, assert_close
 from reference.layers import REGISTRY
@@ -106,3 +108,15 @@ def gappy_timesteps(batch, L):
     tau[:, 150] = 1e12
     tau[-1, 160:] = 0.0
     return tau
+
+
+# ----------------------------------------------------------------------------- calling a property directly
+def run_property(prop, strategies=None, **kwargs):
+    """Run a backend property's body as the suite does (examples rejected on Unsupported) with hypothesis drawing
+    `strategies` (default: `data`), stopping at the first failing example: the suite's self-tests assert the
+    message of that failure, not a minimal example, so there is no shrinking. The ci profile's other settings."""
+    from parity_tests.backend import counted
+    first_failure = settings(parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate),
+                             max_examples=20)
+    body = counted(prop.hypothesis.inner_test)
+    return first_failure(given(**(strategies or {"data": st.data()}))(body))(**kwargs)

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from parity_tests import test_parity, test_parity_discretize_scan, test_parity_pooling_classifier
-from parity_tests.backend import Backend, counted
+from parity_tests.backend import Backend
+from parity_tests.helpers import run_property
 from parity_tests.strategies import pooling_inputs, seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,16 +26,7 @@ def adapter(name, **declarations):
     return backend
 
 
-FIRST_FAILURE = settings(parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate),
-                         max_examples=20)
-DATA = {"data": st.data()}
-
-
-def run(prop, strategies=None, **kwargs):
-    """Run a property's body as the suite does (examples rejected on Unsupported), stopping at the first failing
-    example (the evidence is its message; no shrinking), with hypothesis drawing `strategies` (default: data)."""
-    body = counted(prop.hypothesis.inner_test)
-    return FIRST_FAILURE(given(**(strategies or DATA))(body))(**kwargs)
+run = run_property
 
 
 def test_gradients_under_the_package_own_names_fail_naming_the_keys():

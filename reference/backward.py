@@ -135,7 +135,7 @@ def causal_dilated_conv_vjp(u, g, dilation, grad_y):
 
 
 # ----------------------------------------------------------------------------- the vjp preamble
-BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D")     # layers whose vjp includes the backward direction (SPEC §4.12)
+BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D", "Centaurus", "LSSL", "RGLRU", "S7")     # layers whose vjp includes the backward direction (SPEC §4.12)
 
 
 def prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):
@@ -374,21 +374,31 @@ def projection_vjp(grad_z, x, W):
 
 
 # ----------------------------------------------------------------------------- bidirectional layers (SPEC §4.12)
+def along_time(dt, drive, lengths):
+    """dt reversed within lengths when it is selective (a step per position: its shape starts with the drive's
+    (b, L), as S7's Δ_t), else unchanged (a step shared by every position). Its own inverse."""
+    from .layers._bidirectional import reverse_within
+    return reverse_within(dt, lengths) if np.ndim(dt) == np.ndim(drive) else dt
+
+
 def backward_direction_states(Lambda, dt, method, tau, drive, lengths):
     """The backward direction's states h^b (b, L, S...): `diagonal_states` on each row's reversed valid prefix
-    with the reversed gaps, reversed back (the drive v_t = W u_t is positionwise, so it is reversed instead of u)."""
+    with the reversed gaps, reversed back (the drive v_t = W u_t and a selective Δ_t are positionwise, so they
+    are reversed instead of u)."""
     from .layers._bidirectional import reverse_within, reversed_gaps
-    states = diagonal_states(Lambda, dt, method, reversed_gaps(tau, lengths), reverse_within(drive, lengths))
+    states = diagonal_states(Lambda, along_time(dt, drive, lengths), method, reversed_gaps(tau, lengths),
+                             reverse_within(drive, lengths))
     return reverse_within(states, lengths)                                               # (b, L, S...)
 
 
 def backward_direction_vjp(Lambda, dt, method, tau, drive, lengths, states_back, grad_states_back):
     """The adjoint of `backward_direction_states`: a reversal within lengths is its own inverse (a permutation
     of each row's valid prefix), so the reverse scan of the reversed sequence runs forward in time.
-    Returns (G_λ, G_Δ with dt's shape, G_v (b, L, S...)) to add to the forward direction's."""
+    Returns (G_λ, G_Δ with dt's shape (a selective Δ_t's in forward time), G_v (b, L, S...)) to add to the
+    forward direction's."""
     from .layers._bidirectional import reverse_within, reversed_gaps
     tau_r, drive_r = reversed_gaps(tau, lengths), reverse_within(drive, lengths)
-    grad_Lambda, grad_dt, grad_drive_r, _ = diagonal_states_vjp(
-        Lambda, dt, method, tau_r, drive_r, None, reverse_within(states_back, lengths),
+    grad_Lambda, grad_dt_r, grad_drive_r, _ = diagonal_states_vjp(
+        Lambda, along_time(dt, drive, lengths), method, tau_r, drive_r, None, reverse_within(states_back, lengths),
         reverse_within(grad_states_back, lengths))
-    return grad_Lambda, grad_dt, reverse_within(grad_drive_r, lengths)
+    return grad_Lambda, along_time(grad_dt_r, drive, lengths), reverse_within(grad_drive_r, lengths)

@@ -50,6 +50,20 @@ CASES = (
        ("S5-bidirectional-conj_sym", S5, {"d_model": 3, "d_state": 2, "conj_sym": True, "bidirectional": True}),
        ("S4D-bidirectional-bilinear", S4D, {"d_model": 3, "d_state": 2, "discretization": "bilinear",
                                             "bidirectional": True})]
+    + [(f"Centaurus-bidirectional-{mode}-{m}", Centaurus, {"d_model": 2, "d_state": {"dws": 2, "full": 4}.get(mode, 3),
+                                                          "sub_state_dim": 2, "mode": mode, "discretization": m,
+                                                          "bidirectional": True})
+       for mode, m in (("neck", "zoh"), ("pointwise", "async"), ("dws", "exp_euler"), ("full", "bilinear"))]
+    + [(f"LSSL-bidirectional-{m}-learn_A={a}", LSSL, {"d_model": 2, "d_state": 3, "channels": 2, "discretization": m,
+                                                      "learn_A": a, "bidirectional": True})
+       for m, a in (("zoh", True), ("bilinear", False))]
+    + [("RGLRU-bidirectional", RGLRU, {"d_model": 4, "num_heads": 2, "bidirectional": True}),
+       ("RGLRU-block-bidirectional", RGLRU, {"d_model": 2, "block": True, "lru_width": 4, "num_heads": 2,
+                                             "conv1d_temporal_width": 3, "bidirectional": True})]
+    + [("S7-bidirectional-zoh", S7, {"d_model": 2, "d_state": 2, "bidirectional": True}),
+       ("S7-bidirectional-dirac-conj_sym-clip-stablessm", S7, {"d_model": 2, "d_state": 2, "discretization": "dirac",
+                                                               "conj_sym": True, "clip_eigs": True,
+                                                               "reparam": "stablessm", "bidirectional": True})]
     + [("GLA", GLA, {"d_model": 4, "n_heads": 2, "gate_low_rank_dim": 2}),
        ("GLA-linear-attention", GLA, {"d_model": 4, "n_heads": 2, "use_gate": False}),
        ("GatedDeltaNet", GatedDeltaNet, {"d_model": 4, "n_heads": 2}),

@@ -35,7 +35,8 @@ n block (R = d_state), m sub-state (M = sub_state_dim).
 import numpy as np
 from scipy.special import expit
 
-from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import METHODS, discretize
 from ..scan import scan
 from ._base import Layer
@@ -153,6 +154,19 @@ def io_maps(params, mode, shapes):
     raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
 
 
+def out_param_grads(grad_W_out, params, mode):
+    """The gradients of the parameters in OUT_NAMES[mode] from G_{W_out} (the mode's W_out formula run back)."""
+    if mode == "neck":                   # W_out = C_{o,n} E_{n,m}
+        return {"C": contract("onm,nm->on", grad_W_out, params["E"]),                      # (H, R)
+                "E": contract("onm,on->nm", grad_W_out, params["C"])}                      # (R, M)
+    if mode == "pointwise":              # W_out = C
+        return {"C": grad_W_out}                                                           # (H, R·M)
+    if mode == "dws":                    # W_out = W_mix_{o,h} E_{h,m}
+        return {"W_mix": contract("ohm,hm->oh", grad_W_out, params["E"]),                  # (H, H)
+                "E": contract("ohm,oh->hm", grad_W_out, params["W_mix"])}                  # (H, M)
+    return {"E": grad_W_out}             # full: W_out = E (H, H, M)
+
+
 class Centaurus(Layer):
     """Centaurus layer: real (b, L, H) -> float64 (b, L, H); complex128 state of shape (b, *state_shape)."""
 
@@ -267,7 +281,7 @@ class Centaurus(Layer):
         Re-runs the recurrence, then: y = W_out Re x_t → reverse scan (SPEC §3) → W_in u_t and the
         discretisation → A_re_raw (through softplus' = sigmoid), A_im, log_dt, and the mode's maps.
         """
-        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
+        check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, method, letters = self.params, self.discretization, EINSUM_LETTERS[self.mode]
         s, w_in, w_out = letters["state"], letters["w_in"], letters["w_out"]
@@ -277,25 +291,28 @@ class Centaurus(Layer):
         drive = contract(self.subscripts["in"], W_in, x)                                  # (b, L, S...)
         states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, S...)
         # y = W_out Re x_t: the gradient reaches Re x only
-        grad_W_out = contract(f"blo,bl{s}->{w_out}", grad_y, states.real)                 # like W_out
+        grads = out_param_grads(contract(f"blo,bl{s}->{w_out}", grad_y, states.real), p, self.mode)
         grad_states = contract(f"{w_out},blo->bl{s}", W_out, grad_y).astype(np.complex128)  # (b, L, S...)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, method, tau, drive, h0, states, grad_states)
+        if self.bidirectional:          # + W_out_back Re h^b_t: Λ, Δ and W_in are shared (SPEC §4.12)
+            states_back = backward_direction_states(Lambda, dt, method, tau, drive, lengths)   # (b, L, S...)
+            twins = {**p, **{name: p[f"{name}_back"] for name in OUT_NAMES[self.mode]}}       # W_out_back's inputs
+            grad_W_out_back = contract(f"blo,bl{s}->{w_out}", grad_y, states_back.real)      # like W_out
+            grads.update({f"{name}_back": grad for name, grad in out_param_grads(grad_W_out_back, twins,
+                                                                                  self.mode).items()})
+            grad_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
+                Lambda, dt, method, tau, drive, lengths, states_back,
+                contract(f"{w_out},blo->bl{s}", io_maps(twins, self.mode, self.shapes)[1], grad_y).astype(np.complex128))
+            grad_Lambda, grad_dt, grad_drive = grad_Lambda + grad_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
         grad_drive = grad_drive.real                                                       # W_in u_t is real
         grad_W_in = contract(f"bl{s},blh->{w_in}", grad_drive, x)                         # like W_in
-        grads = {"A_re_raw": -grad_Lambda.real * expit(p["A_re_raw"]),                     # softplus' = sigmoid
-                 "A_im": grad_Lambda.imag,
-                 "log_dt": (grad_dt * dt).reshape(p["log_dt"].shape)}
-        if self.mode == "neck":          # W_in = B over m, W_out = C_{o,n} E_{n,m}
+        grads.update({"A_re_raw": -grad_Lambda.real * expit(p["A_re_raw"]),               # softplus' = sigmoid
+                      "A_im": grad_Lambda.imag,
+                      "log_dt": (grad_dt * dt).reshape(p["log_dt"].shape)})
+        if self.mode == "neck":          # W_in = B over m
             grads["B"] = grad_W_in.sum(axis=1)                                             # (R, H)
-            grads["C"] = contract("onm,nm->on", grad_W_out, p["E"])                       # (H, R)
-            grads["E"] = contract("onm,on->nm", grad_W_out, p["C"])                       # (R, M)
-        elif self.mode == "pointwise":   # W_in = B, W_out = C
-            grads["B"], grads["C"] = grad_W_in, grad_W_out                                 # (R·M, H), (H, R·M)
-        elif self.mode == "dws":         # W_in = 1, W_out = W_mix_{o,h} E_{h,m}
-            grads["W_mix"] = contract("ohm,hm->oh", grad_W_out, p["E"])                   # (H, H)
-            grads["E"] = contract("ohm,oh->hm", grad_W_out, p["W_mix"])                   # (H, M)
-        else:                            # full: W_in = 1, W_out = E
-            grads["E"] = grad_W_out                                                        # (H, H, M)
+        elif self.mode == "pointwise":   # W_in = B
+            grads["B"] = grad_W_in                                                         # (R·M, H)
         grad_x = contract(f"{w_in},bl{s}->blh", W_in, grad_drive)                         # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0

@@ -35,7 +35,8 @@ from ..nn import gelu, gelu_vjp
 from ..init import check_dt_range, hippo_legs, log_uniform_dt
 from ..scan import scan_dense
 from ._base import Layer
-from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming, two_sided_kernel
+from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
+                             reversed_gaps, two_sided_kernel)
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state
 
@@ -61,6 +62,41 @@ def discretize_per_step(A, B, dt, method):
     A_bar = np.where(positive[..., None, None], A_bar, np.eye(A.shape[0]))   # a zero step: Ā = I
     B_bar = np.where(positive[..., None], B_bar, 0.0)                        # and B̄ = 0
     return A_bar, B_bar
+
+
+def dense_states(params, method, x, tau, h0):
+    """The dense recurrence kept for its adjoint: (steps (H,) or (b, L, H), Ā, B̄, drive B̄ u (b, L, H, N),
+    states (b, L, H, N)) for the input x (b, L, H), τ (b, L) or None, h0 (b, H, N) or None."""
+    dt = np.exp(params["log_dt"])                                                          # (H,)
+    steps = dt if tau is None else tau[:, :, None] * dt                                    # (H,) or (b, L, H)
+    A_bar, B_bar = discretize_per_step(params["A"], params["B"], steps, method)            # (…, H, N, N), (…, H, N)
+    drive = B_bar * x[..., None]                                                           # (b, L, H, N)
+    return steps, A_bar, B_bar, drive, scan_dense(A_bar, drive, h0)
+
+
+def dense_states_vjp(params, method, x, tape, grad_states, h0=None):
+    """The adjoint of `dense_states` from G_states (b, L, H, N): the dense reverse scan → B̄ u → one
+    `discretize_dense_vjp` per feature and distinct step (Fréchet derivative of expm for zoh, solves for bilinear).
+    Returns (G_x (b, L, H), G_h0 or None, {"A", "B", "log_dt"})."""
+    steps, A_bar, B_bar, drive, states = tape
+    grad_A_bar, grad_drive, grad_h0 = dense_scan_vjp(A_bar, drive, h0, states, grad_states)
+    grad_B_bar = sum_to_shape(grad_drive * x[..., None], B_bar.shape)                     # like B̄
+    grads = {"A": np.zeros_like(params["A"]), "B": np.zeros_like(params["B"]), "log_dt": np.zeros(x.shape[-1])}
+    steps = np.broadcast_to(steps, A_bar.shape[:-2])                                       # (H,) or (b, L, H)
+    for h in range(x.shape[-1]):
+        values, index = np.unique(steps[..., h], return_inverse=True)                      # (U,)
+        index = index.reshape(steps[..., h].shape)
+        for u, value in enumerate(values):
+            if value == 0:                                                                 # Ā = I, B̄ = 0: constant
+                continue
+            chosen = index == u
+            grad_A, grad_B, grad_step = discretize_dense_vjp(
+                params["A"], params["B"], value, method,
+                grad_A_bar[..., h, :, :][chosen].sum(axis=0), grad_B_bar[..., h, :][chosen].sum(axis=0))
+            grads["A"] += grad_A
+            grads["B"] += grad_B
+            grads["log_dt"][h] += grad_step * value                                        # ∂step/∂log_dt = step
+    return (grad_drive * B_bar).sum(axis=-1), grad_h0, grads
 
 
 # With event timesteps every (row, step, feature) has its own dense N×N transition: b·L·H·N² numbers in all
@@ -200,39 +236,29 @@ class LSSL(Layer):
         → B̄ u → one `discretize_dense_vjp` per feature and distinct step (Fréchet derivative of expm for
         zoh, solves for bilinear) → log_dt (and A with learn_A). Frozen params (`frozen`) get no entry.
         """
-        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
+        check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
-        p, H, M = self.params, self.d_model, self.channels
-        dt = np.exp(p["log_dt"])                                                           # (H,)
-        steps = dt if tau is None else tau[:, :, None] * dt                                # (H,) or (b, L, H)
-        A_bar, B_bar = discretize_per_step(p["A"], p["B"], steps, self.discretization)     # (…, H, N, N), (…, H, N)
-        drive = B_bar * x[..., None]                                                       # (b, L, H, N)
-        states = scan_dense(A_bar, drive, h0)                                              # (b, L, H, N)
-        z = contract("hmn,blhn->blhm", p["C"], states) + p["D"] * x[..., None]            # (b, L, H, M)
+        p, H, M, method = self.params, self.d_model, self.channels, self.discretization
+        tape = dense_states(p, method, x, tau, h0)                                         # (…, states (b, L, H, N))
+        z = contract("hmn,blhn->blhm", p["C"], tape[-1]) + p["D"] * x[..., None]          # (b, L, H, M)
+        if self.bidirectional:          # + C_back h^b_t: the recurrence on the reversed prefixes (SPEC §4.12)
+            x_r = reverse_within(x, lengths)                                               # (b, L, H)
+            tape_r = dense_states(p, method, x_r, reversed_gaps(tau, lengths), None)
+            states_back = reverse_within(tape_r[-1], lengths)                              # (b, L, H, N)
+            z = z + contract("hmn,blhn->blhm", p["C_back"], states_back)                  # (b, L, H, M)
         # y = W_out gelu(z) + b_out;  z = C x_t + D u_t
         grads = {"W_out": contract("blo,blhm->ohm", grad_y, gelu(z)).reshape(H, H * M),   # (H, H·M)
                  "b_out": grad_y.sum(axis=(0, 1))}                                          # (H,)
         grad_z = gelu_vjp(contract("ohm,blo->blhm", p["W_out"].reshape(H, H, M), grad_y), z)  # (b, L, H, M)
-        grads["C"] = contract("blhm,blhn->hmn", grad_z, states)                           # (H, M, N)
+        grads["C"] = contract("blhm,blhn->hmn", grad_z, tape[-1])                         # (H, M, N)
         grads["D"] = contract("blhm,blh->hm", grad_z, x)                                  # (H, M)
-        grad_states = contract("hmn,blhm->blhn", p["C"], grad_z)                          # (b, L, H, N)
-        grad_A_bar, grad_drive, grad_h0 = dense_scan_vjp(A_bar, drive, h0, states, grad_states)
-        grad_B_bar = sum_to_shape(grad_drive * x[..., None], B_bar.shape)                 # like B̄
-        grad_x = contract("blhm,hm->blh", grad_z, p["D"]) + (grad_drive * B_bar).sum(axis=-1)  # (b, L, H)
-        # the discretisation: steps are Δ_h or τ_t·Δ_h; one dense adjoint per (feature, distinct step)
-        steps = np.broadcast_to(steps, A_bar.shape[:-2])                                   # (H,) or (b, L, H)
-        grads["A"], grads["B"], grads["log_dt"] = np.zeros_like(p["A"]), np.zeros_like(p["B"]), np.zeros(H)
-        for h in range(H):
-            values, index = np.unique(steps[..., h], return_inverse=True)                  # (U,)
-            index = index.reshape(steps[..., h].shape)
-            for u, value in enumerate(values):
-                if value == 0:                                                             # Ā = I, B̄ = 0: constant
-                    continue
-                chosen = index == u
-                grad_A, grad_B, grad_step = discretize_dense_vjp(
-                    p["A"], p["B"], value, self.discretization,
-                    grad_A_bar[..., h, :, :][chosen].sum(axis=0), grad_B_bar[..., h, :][chosen].sum(axis=0))
-                grads["A"] += grad_A
-                grads["B"] += grad_B
-                grads["log_dt"][h] += grad_step * value                                    # ∂step/∂log_dt = step
+        grad_x, grad_h0, discretised = dense_states_vjp(p, method, x, tape, contract("hmn,blhm->blhn", p["C"], grad_z), h0)
+        grads.update(discretised)                                                          # A, B, log_dt
+        grad_x = grad_x + contract("blhm,hm->blh", grad_z, p["D"])                        # (b, L, H)
+        if self.bidirectional:          # the backward direction's adjoint runs forward in time
+            grads["C_back"] = contract("blhm,blhn->hmn", grad_z, states_back)             # (H, M, N)
+            grad_x_r, _, discretised = dense_states_vjp(
+                p, method, x_r, tape_r, reverse_within(contract("hmn,blhm->blhn", p["C_back"], grad_z), lengths))
+            grad_x = grad_x + reverse_within(grad_x_r, lengths)                            # (b, L, H)
+            grads.update({name: grads[name] + grad for name, grad in discretised.items()})
         return grad_x, parameter_gradients(self, grads), grad_h0

@@ -29,7 +29,8 @@ import math
 import numpy as np
 from scipy.special import expit
 
-from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
@@ -214,7 +215,7 @@ class S7(Layer):
         at the selective Δ_t → softplus, dt_proj → x_proj (Δ, B_t, C_t all come from it) → u; Λ through
         clip_eigs and the stablessm map.
         """
-        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
+        check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
         p, N, H, r = self.params, self.d_state, self.d_model, self.dt_rank
         batch, L, _ = x.shape
@@ -233,8 +234,21 @@ class S7(Layer):
         grads = {"D": contract("blh,blh->h", grad_y, x)}                                   # (H,)
         grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             Lambda, dt, self.discretization, tau, drive, h0, states, grad_states)          # (N,), (b, L, N), …
+        if self.bidirectional:          # + κ Re(C^b_t h^b_t), C^b_t = x_proj_back(u_t); Λ, Δ_t, B_t shared (SPEC §4.12)
+            states_back = backward_direction_states(Lambda, dt, self.discretization, tau, drive, lengths)  # (b, L, N)
+            grad_C_back = self.kappa * grad_y[..., None] * np.conj(states_back)[:, :, None, :]   # (b, L, H, N)
+            grad_C_hat = np.stack([grad_C_back.real, grad_C_back.imag], axis=-1).reshape(batch, L, 2 * H * N)
+            grads["x_proj_back.weight"] = contract("blf,blh->fh", grad_C_hat, x)            # (2NH, H)
+            grads["x_proj_back.bias"] = grad_C_hat.sum(axis=(0, 1))                         # (2NH,)
+            grad_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
+                Lambda, dt, self.discretization, tau, drive, lengths, states_back,
+                self.kappa * contract("blhn,blh->bln", np.conj(self.C_back(x)), grad_y))     # (N,), (b, L, N), …
+            grad_Lambda, grad_dt, grad_drive = grad_Lambda + grad_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
+            grad_x = contract("blf,fh->blh", grad_C_hat, p["x_proj_back.weight"])          # (b, L, H)
+        else:
+            grad_x = 0.0
         grad_B = grad_drive[..., None] * x[:, :, None, :]                                  # (b, L, N, H)
-        grad_x = contract("bln,blnh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y  # (b, L, H)
+        grad_x = grad_x + contract("bln,blnh->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y  # (b, L, H)
         # Δ_t = max(step_rescale·softplus(z), floor): softplus' = sigmoid, no gradient where the floor holds
         grad_z = grad_dt * self.config["step_rescale"] * expit(z) * (self.config["step_rescale"] * softplus(z) >= DT_FLOOR)
         grads["dt_proj.weight"] = contract("bln,blr->nr", grad_z, s)                       # (N, r)
