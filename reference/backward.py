@@ -135,7 +135,7 @@ def causal_dilated_conv_vjp(u, g, dilation, grad_y):
 
 
 # ----------------------------------------------------------------------------- the vjp preamble
-BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D", "Centaurus", "LSSL", "RGLRU", "S7")     # layers whose vjp includes the backward direction (SPEC §4.12)
+BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D", "Centaurus", "LSSL", "RGLRU", "S7")   # vjp includes the backward direction (§4.12)
 
 
 def prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):

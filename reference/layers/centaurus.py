@@ -280,6 +280,8 @@ class Centaurus(Layer):
         grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
         Re-runs the recurrence, then: y = W_out Re x_t → reverse scan (SPEC §3) → W_in u_t and the
         discretisation → A_re_raw (through softplus' = sigmoid), A_im, log_dt, and the mode's maps.
+        Bidirectional: the `_back` read-out parameters, and `backward_direction_vjp`'s G_λ, G_Δ, G_drive added
+        to the forward direction's (SPEC §4.12, §11).
         """
         check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)

@@ -235,6 +235,8 @@ class LSSL(Layer):
         Re-runs the dense recurrence, then: W_out·gelu(z) + b_out → z = C x + D u → the dense reverse scan
         → B̄ u → one `discretize_dense_vjp` per feature and distinct step (Fréchet derivative of expm for
         zoh, solves for bilinear) → log_dt (and A with learn_A). Frozen params (`frozen`) get no entry.
+        Bidirectional: C_back, then the same dense adjoint on the reversed prefixes with the reversed gaps
+        (a forward-running scan), its G_x reversed back (SPEC §4.12, §11).
         """
         check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)

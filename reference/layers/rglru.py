@@ -42,7 +42,8 @@ from ..discretize import discretize
 from ..init import check_real
 from ..scan import SCAN_METHODS, scan, scan_vjp
 from ._base import Layer
-from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
+from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
+                             reversed_gaps)
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
 
@@ -151,6 +152,75 @@ def check_resets(resets, shape, name="resets"):
     if resets.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {resets.shape}")
     return resets
+
+
+# ----------------------------------------------------------------------------- the backward pass
+def recurrence_tape(layer, x, tau, resets, h0):
+    """The forward of one direction kept for `recurrence_vjp`: from x (b, L, H), τ (b, L) or None, resets and
+    the initial state (or None: zero), the recurrence input u, its conv windows (block), gates, Ā_t and states."""
+    p, q = layer.params, layer.prefix
+    start = layer.init_state(x.shape[0]) if h0 is None else h0
+    window0, h_start = (start[:, :-1], start[:, -1]) if layer.block else (None, start)
+    u, windows = layer.recurrence_input(x, window0, resets)                               # (b, L, E)
+    A_bar, gain = layer.discrete_system(u, tau, resets)                                  # (b, L, E)
+    h_start = None if h0 is None else h_start
+    return {"x": x, "tau": tau, "resets": resets, "h_start": h_start, "window0": window0, "u": u,
+            "windows": windows, "A_bar": A_bar, "gain": gain, "states": scan(A_bar, gain * u, h_start),   # (b, L, E)
+            "i": expit(block_diagonal(u, p[q + "input_gate.w"], p[q + "input_gate.b"])),               # (b, L, E)
+            "r": expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))}                       # (b, L, E)
+
+
+def recurrence_vjp(layer, tape, grad_states, grads):
+    """The adjoint of one direction's recurrence (the tape of `recurrence_tape`) from G_h (b, L, E): the reverse
+    scan (SPEC §3) → n_t ⊙ i_t ⊙ u_t and Ā_t = a_t^τ (`discretize_vjp`, dirac) → the sigmoid gates, a_param → u
+    (block: Conv1D, linear_x). Adds the parameter gradients into `grads`; returns (G_x (b, L, H), G of the
+    initial state or None).
+    Note: d sqrt(v)/dv is upstream's bounded 1/sqrt(max(4v, 1e-6)) (SqrtBoundDerivative), as the torch backend."""
+    p, q, c = layer.params, layer.prefix, layer.c
+    u, i, r, gain, resets = tape["u"], tape["i"], tape["r"], tape["gain"], tape["resets"]
+
+    def add(name, grad):
+        grads[name] = grads[name] + grad if name in grads else grad
+
+    rate = -c * softplus(p[q + "a_param"])                                                # (E,)
+    step = np.maximum(r, np.finfo(r.dtype).tiny)                                          # (b, L, E)
+    grad_A_bar, grad_drive, grad_h = scan_vjp(tape["A_bar"], gain * u, tape["h_start"], tape["states"], grad_states)
+    grad_u = grad_drive * gain                                                            # (b, L, E)
+    grad_gain = grad_drive * u                                                            # (b, L, E)
+    n = np.sqrt(-np.expm1(2 * rate * r))                                                  # (b, L, E)
+    grad_n, grad_i = grad_gain * i, grad_gain * n                                         # gain = n ⊙ i
+    if resets is not None:                                                                # Ā_t = 0, n_t = 1 there
+        at_reset = resets[..., None]                                                      # (b, L, 1)
+        grad_A_bar, grad_n = np.where(at_reset, 0.0, grad_A_bar), np.where(at_reset, 0.0, grad_n)
+        grad_i = np.where(at_reset, grad_gain, grad_i)
+    grad_rate, grad_step = discretize_vjp(rate, step, "dirac", tape["tau"], grad_A_bar, 0.0)  # (E,), (b, L, E)
+    # n = sqrt(v), v = −expm1(2q), q = rate·r:  dn/dq = −2 e^{2q} / sqrt(max(4v, 1e-6))
+    grad_q = grad_n * (-2 * np.exp(2 * rate * r)) / np.sqrt(np.maximum(4 * n ** 2, MIN_SQRT_ARGUMENT))
+    grad_r = grad_step * (r >= np.finfo(r.dtype).tiny) + grad_q * rate                    # (b, L, E)
+    grad_rate = grad_rate + np.einsum("ble,ble->e", grad_q, r)                            # (E,)
+    add(q + "a_param", grad_rate * -c * expit(p[q + "a_param"]))                          # softplus' = sigmoid
+    for name, gate_value, grad_gate in (("input_gate", i, grad_i), ("a_gate", r, grad_r)):
+        grad_logit = grad_gate * gate_value * (1 - gate_value)                            # (b, L, E)
+        grad_from_gate, grad_w, grad_b = block_diagonal_vjp(grad_logit, u, p[q + name + ".w"])
+        add(q + name + ".w", grad_w)
+        add(q + name + ".b", grad_b)
+        grad_u = grad_u + grad_from_gate                                                  # (b, L, E)
+    if not layer.block:
+        return grad_u, grad_h
+    # u = conv_1d.b + Σ_k conv_1d.w[k] ⊙ windows[k];  windows from p = linear_x(x) (cut at resets)
+    batch, L, W = u.shape[0], u.shape[1], layer.conv_width
+    add("conv_1d.w", np.einsum("ble,blke->ke", grad_u, tape["windows"]))                  # (W, E)
+    add("conv_1d.b", grad_u.sum(axis=(0, 1)))                                             # (E,)
+    keep = conv_windows(np.ones_like(u), np.ones_like(tape["window0"]), resets)           # (b, L, W, E) 0/1
+    grad_windows = grad_u[:, :, None, :] * p["conv_1d.w"] * keep                          # (b, L, W, E)
+    grad_extended = np.zeros((batch, W - 1 + L, layer.width))                             # (b, W − 1 + L, E)
+    for k in range(W):
+        grad_extended[:, k:k + L] += grad_windows[:, :, k]
+    grad_x, grad_w, grad_b = linear_vjp(grad_extended[:, W - 1:], tape["x"], p["linear_x.weight"], p["linear_x.bias"])
+    add("linear_x.weight", grad_w)
+    add("linear_x.bias", grad_b)
+    grad_state = None if tape["h_start"] is None else np.concatenate([grad_extended[:, :W - 1], grad_h[:, None]], axis=1)
+    return grad_x, grad_state
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -309,70 +379,44 @@ class RGLRU(Layer):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).
 
         grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
-        forward, then: (block: linear_out, the gelu_tanh gate) → the reverse scan (SPEC §3) → n_t ⊙ i_t ⊙ u_t
-        and Ā_t = a_t^τ (`discretize_vjp`, dirac) → the sigmoid gates, a_param → u (block: Conv1D, linear_x).
-        Note: d sqrt(v)/dv is upstream's bounded 1/sqrt(max(4v, 1e-6)) (SqrtBoundDerivative), as the torch backend.
+        forward, then: (block: linear_out, the gelu_tanh gate) → `recurrence_vjp` (the reverse scan, the gates,
+        a_param, block: Conv1D and linear_x). Bidirectional: the backward read-out (linear_out_back), then the same
+        `recurrence_vjp` on the reversed prefixes with the reversed gaps, its G_x reversed back (SPEC §4.12, §11).
         """
-        refuse_streaming(self, "vjp", "its bidirectional adjoint is not written yet; use the torch backend's autograd")
+        check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
-        p, q = self.params, self.prefix
-        batch, L, _ = x.shape
-        resets = check_resets(resets, (batch, L))
-        start = self.init_state(batch) if h0 is None else h0
-        window0, h_start = (start[:, :-1], start[:, -1]) if self.block else (None, start)
-        h_start = None if h0 is None else h_start
-        u, windows = self.recurrence_input(x, window0, resets)                            # (b, L, E)
-        i = expit(block_diagonal(u, p[q + "input_gate.w"], p[q + "input_gate.b"]))          # (b, L, E)
-        r = expit(block_diagonal(u, p[q + "a_gate.w"], p[q + "a_gate.b"]))                  # (b, L, E)
-        rate = -self.c * softplus(p[q + "a_param"])                                       # (E,)
-        step = np.maximum(r, np.finfo(r.dtype).tiny)                                      # (b, L, E)
-        A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, L, E)
-        states = scan(A_bar, gain * u, h_start)                                           # (b, L, E)
+        p = self.params
+        resets = check_resets(resets, x.shape[:2])
+        if resets is not None:
+            refuse_streaming(self, "resets", "a segment start has no backward counterpart in this layer")
+        tape = recurrence_tape(self, x, tau, resets, h0)
+        states = tape["states"]                                                           # (b, L, E)
+        if self.bidirectional:          # the whole definition on the reversed prefixes (SPEC §4.12)
+            x_r = reverse_within(x, lengths)                                              # (b, L, H)
+            tape_r = recurrence_tape(self, x_r, reversed_gaps(tau, lengths), None, None)
+            states_back = reverse_within(tape_r["states"], lengths)                       # (b, L, E)
         grads = {}
-        if self.block:                  # y = linear_out(h ⊙ gelu_tanh(linear_y(x)))
+        if self.block:                  # y = linear_out(h ⊙ g) (+ linear_out_back(h^b ⊙ g)), g = gelu_tanh(linear_y(x))
             pre = x @ p["linear_y.weight"].T + p["linear_y.bias"]                         # (b, L, E)
             gate = gelu_tanh(pre)                                                         # (b, L, E)
             _, grads["linear_out.weight"], grads["linear_out.bias"] = linear_vjp(
                 grad_y, states * gate, p["linear_out.weight"], p["linear_out.bias"])
             grad_product = grad_y @ p["linear_out.weight"]                                # (b, L, E)
-            grad_states = grad_product * gate                                             # (b, L, E)
-            grad_pre = grad_product * states * gelu_tanh_derivative(pre)                  # (b, L, E)
+            grad_states, grad_gate = grad_product * gate, grad_product * states           # (b, L, E) each
+            if self.bidirectional:
+                _, grads["linear_out_back.weight"], _ = linear_vjp(grad_y, states_back * gate,
+                                                                   p["linear_out_back.weight"])
+                grad_product_back = grad_y @ p["linear_out_back.weight"]                  # (b, L, E)
+                grad_states_back = grad_product_back * gate                               # (b, L, E)
+                grad_gate = grad_gate + grad_product_back * states_back                   # (b, L, E)
             grad_x, grads["linear_y.weight"], grads["linear_y.bias"] = linear_vjp(
-                grad_pre, x, p["linear_y.weight"], p["linear_y.bias"])
-        else:
-            grad_states, grad_x = grad_y, 0.0
-        grad_A_bar, grad_drive, grad_h = scan_vjp(A_bar, gain * u, h_start, states, grad_states)
-        grad_u = grad_drive * gain                                                        # (b, L, E)
-        grad_gain = grad_drive * u                                                        # (b, L, E)
-        n = np.sqrt(-np.expm1(2 * rate * r))                                              # (b, L, E)
-        grad_n, grad_i = grad_gain * i, grad_gain * n                                     # gain = n ⊙ i
-        if resets is not None:                                                            # Ā_t = 0, n_t = 1 there
-            at_reset = resets[..., None]                                                  # (b, L, 1)
-            grad_A_bar, grad_n = np.where(at_reset, 0.0, grad_A_bar), np.where(at_reset, 0.0, grad_n)
-            grad_i = np.where(at_reset, grad_gain, grad_i)
-        grad_rate, grad_step = discretize_vjp(rate, step, "dirac", tau, grad_A_bar, 0.0)  # (E,), (b, L, E)
-        # n = sqrt(v), v = −expm1(2q), q = rate·r:  dn/dq = −2 e^{2q} / sqrt(max(4v, 1e-6))
-        grad_q = grad_n * (-2 * np.exp(2 * rate * r)) / np.sqrt(np.maximum(4 * n ** 2, MIN_SQRT_ARGUMENT))
-        grad_r = grad_step * (r >= np.finfo(r.dtype).tiny) + grad_q * rate                # (b, L, E)
-        grad_rate = grad_rate + np.einsum("ble,ble->e", grad_q, r)                        # (E,)
-        grads[q + "a_param"] = grad_rate * -self.c * expit(p[q + "a_param"])              # softplus' = sigmoid
-        for name, gate_value, grad_gate in (("input_gate", i, grad_i), ("a_gate", r, grad_r)):
-            grad_logit = grad_gate * gate_value * (1 - gate_value)                        # (b, L, E)
-            grad_from_gate, grads[q + name + ".w"], grads[q + name + ".b"] = block_diagonal_vjp(
-                grad_logit, u, p[q + name + ".w"])
-            grad_u = grad_u + grad_from_gate
-        if not self.block:
-            return grad_u, parameter_gradients(self, grads), grad_h
-        # u = conv_1d.b + Σ_k conv_1d.w[k] ⊙ windows[k];  windows from p = linear_x(x) (cut at resets)
-        W = self.conv_width
-        grads["conv_1d.w"] = np.einsum("ble,blke->ke", grad_u, windows)                   # (W, E)
-        grads["conv_1d.b"] = grad_u.sum(axis=(0, 1))                                      # (E,)
-        keep = conv_windows(np.ones_like(u), np.ones_like(window0), resets)               # (b, L, W, E) 0/1
-        grad_windows = grad_u[:, :, None, :] * p["conv_1d.w"] * keep                      # (b, L, W, E)
-        grad_extended = np.zeros((batch, W - 1 + L, self.width))                          # (b, W − 1 + L, E)
-        for k in range(W):
-            grad_extended[:, k:k + L] += grad_windows[:, :, k]
-        grad_from_p, grads["linear_x.weight"], grads["linear_x.bias"] = linear_vjp(
-            grad_extended[:, W - 1:], x, p["linear_x.weight"], p["linear_x.bias"])
-        grad_state = None if h0 is None else np.concatenate([grad_extended[:, :W - 1], grad_h[:, None]], axis=1)
-        return grad_x + grad_from_p, parameter_gradients(self, grads), grad_state
+                grad_gate * gelu_tanh_derivative(pre), x, p["linear_y.weight"], p["linear_y.bias"])
+        else:                           # y = h (+ h^b)
+            grad_states = grad_states_back = grad_y
+            grad_x = 0.0
+        grad_through, grad_state = recurrence_vjp(self, tape, grad_states, grads)        # (b, L, H)
+        grad_x = grad_x + grad_through
+        if self.bidirectional:          # the backward direction's adjoint runs forward in time
+            grad_through_r, _ = recurrence_vjp(self, tape_r, reverse_within(grad_states_back, lengths), grads)
+            grad_x = grad_x + reverse_within(grad_through_r, lengths)                     # (b, L, H)
+        return grad_x, parameter_gradients(self, grads), grad_state

@@ -213,7 +213,8 @@ class S7(Layer):
         grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__. Re-runs the
         forward, then: y = κ Re(C_t x_t) + D u → the reverse scan (SPEC §3) → γ̄_t ⊙ B_t u_t and the discretisation
         at the selective Δ_t → softplus, dt_proj → x_proj (Δ, B_t, C_t all come from it) → u; Λ through
-        clip_eigs and the stablessm map.
+        clip_eigs and the stablessm map. Bidirectional: x_proj_back (the backward read-out C^b_t), and
+        `backward_direction_vjp`'s G_λ, G_Δt, G_drive added to the forward direction's (SPEC §4.12, §11).
         """
         check_call(self, initial_state, False)                                             # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
