@@ -6,6 +6,8 @@ adds what is S6's own and everything with block=True (whose state is the pair (c
 """
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from parity_tests.tolerances import assert_close
 from reference import Classifier
@@ -382,3 +384,14 @@ def test_streaming_classifier_with_s6_mixers():
     for n in range(1, 7):
         output, state = model.step(x[:, n - 1], state, tau[:, n - 1])
         assert_close(output, model(x[:, :n], integration_timesteps=tau[:, :n]), what=f"stream after {n} events")
+
+
+@given(dt_min=st.floats(1e-5, 1.0), ratio=st.floats(1.0, 100.0), floor=st.sampled_from([1e-4, 1e-6]),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_initial_step_within_range_or_at_the_floor(dt_min, ratio, floor, seed):
+    """softplus(dt_proj.bias) = max(Δ₀, dt_init_floor) with Δ₀ ∈ [dt_min, dt_max) log-uniform (Mamba's dt init)."""
+    dt_max = dt_min * ratio
+    layer = S6(d_model=5, d_state=2, dt_min=dt_min, dt_max=dt_max, dt_init_floor=floor, seed=seed)
+    dt = np.logaddexp(0, layer.params["dt_proj.bias"])
+    low, high = max(dt_min, floor), max(dt_max, floor)
+    assert np.all((dt >= low * (1 - REGRESSION_DIGITS)) & (dt <= high * (1 + REGRESSION_DIGITS)))
