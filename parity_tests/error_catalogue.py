@@ -49,6 +49,13 @@ class Side:
         """NumPy arrays become native arrays; everything else (None, numbers, strings) is passed on."""
         return self.to_native(value) if isinstance(value, np.ndarray) else value
 
+    def function(self, name):
+        """A library function (discretize, scan, pool, final_pool) of the side; Unsupported when it lacks it."""
+        fn = getattr(self.package, name, None)
+        if fn is None:
+            self.require(name)
+        return fn
+
     def layer_class(self, name):
         cls = getattr(self.package, name, None) or getattr(getattr(self.package, "layers", None), "REGISTRY", {}).get(name)
         if cls is None:
@@ -82,10 +89,12 @@ REFERENCE = Side("reference", reference)
 
 
 def backend_side(backend):
-    from_reference = backend.require("from_reference")[0]
-    return Side(backend.name, backend.module, to_native=lambda a: backend.to(a, "float64"),
-                from_reference=from_reference, require=lambda what: backend.require(what),
+    side = Side(backend.name, backend.module, to_native=lambda a: backend.to(a, "float64"),
+                from_reference=lambda obj: backend.require("from_reference")[0](obj),
+                require=lambda what: backend.require(what),
                 to_native_float32=lambda a: backend.to(a, "float32"))
+    side.function = lambda name: backend.require(name)[0]            # the adapter's API, not the package's
+    return side
 
 
 # ----------------------------------------------------------------------------- the catalogue's form
@@ -240,7 +249,7 @@ def function_call(make):
         function, args, kwargs = make(draw)
 
         def run(side):
-            getattr(side.package, function)(*[side.to(a) for a in args], **{k: side.to(v) for k, v in kwargs.items()})
+            side.function(function)(*[side.to(a) for a in args], **{k: side.to(v) for k, v in kwargs.items()})
         return Call(run)
     return build
 

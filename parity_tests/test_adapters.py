@@ -43,7 +43,7 @@ def test_s5_pytorch_rounds_b_to_complex64_in_float64():
 
 def test_s5_pytorch_zoh_loses_digits_at_small_steps_in_float32():
     """Defect: B̄ = (Λ̄ − 1)/Λ · B̃ cancels at |λΔ| ≈ 1e-5 (and is NaN at λ = 0)."""
-    with pytest.raises(AssertionError, match=r"S5 / float32 slow modes / float32 \\[discretization=zoh"):
+    with pytest.raises(AssertionError, match=r"S5 / float32 slow modes / float32 \[discretization=zoh"):
         run_property(test_parity.test_float32_with_slow_modes, backend=adapter("s5_pytorch"), name="S5")
 
 

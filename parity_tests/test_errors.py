@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity_tests.error_catalogue import CATALOGUE, LAYERS, README_TITLE, WITH_D_STATE, backend_side, expect_error, \
+from parity_tests.error_catalogue import CATALOGUE, LAYERS, README_TITLE, backend_side, expect_error, \
     readme_table
-from parity_tests.strategies import examples, layer_class
+from parity_tests.strategies import examples, layer_class, layer_config
 
 BACKEND_CASES = [case for case in CATALOGUE if "backend" in case.sides]
 
@@ -29,14 +29,14 @@ def test_bad_input_raises_documented_error(backend, exact_errors, case, data):
 
 
 @pytest.mark.parametrize("name", LAYERS)
-def test_check_finite_opt_out(backend, name):
+@settings(max_examples=examples(3))
+@given(data=st.data())
+def test_check_finite_opt_out(backend, name, data):
     """The backend takes `check_finite=False` under that name and then computes on (non-finite) input."""
-    config = {"d_model": 2, "seed": 0, **({"d_state": 2} if name in WITH_D_STATE else {})}
-    if name == "Centaurus":
-        config["sub_state_dim"] = 2
+    config = data.draw(layer_config(name).configs(), label="config")
     backend.supports(name, config, "float64")
-    x = np.ones((1, 4, 2))                                                          # (b, L, H)
-    x[0, 2, 1] = np.nan
+    x = np.ones((1, 4, config["d_model"]))                                          # (b, L, H)
+    x[0, 2, -1] = np.nan
     ref = layer_class(name)(**config)
     y = ref(x, check_finite=False)
     side = backend_side(backend)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity_tests.error_catalogue import CATALOGUE, LAYERS, README_TITLE, REFERENCE, WITH_D_STATE, expect_error, \
+from parity_tests.error_catalogue import CATALOGUE, LAYERS, README_TITLE, REFERENCE, expect_error, \
     readme_table
-from parity_tests.strategies import examples
+from parity_tests.strategies import examples, layer_config
 from reference.layers import REGISTRY
 
 REFERENCE_CASES = [case for case in CATALOGUE if "reference" in case.sides]
@@ -23,13 +23,13 @@ def test_bad_input_raises_documented_error(case, data):
 
 
 @pytest.mark.parametrize("name", LAYERS)
-def test_check_finite_opt_out_computes_on(name):
+@settings(max_examples=examples(3))
+@given(data=st.data())
+def test_check_finite_opt_out_computes_on(name, data):
     """check_finite=False lets non-finite input through, causally: NaN from its timestep on, finite before."""
-    config = {"d_model": 2, "seed": 0, **({"d_state": 2} if name in WITH_D_STATE else {})}
-    if name == "Centaurus":
-        config["sub_state_dim"] = 2
-    x = np.ones((1, 4, 2))                                                          # (b, L, H)
-    x[0, 2, 1] = np.nan
+    config = data.draw(layer_config(name).configs(), label="config")
+    x = np.ones((1, 4, config["d_model"]))                                          # (b, L, H)
+    x[0, 2, -1] = np.nan
     y = REGISTRY[name](**config)(x, check_finite=False)
     assert np.isnan(y[0, 2:]).any() and np.isfinite(y[0, :2]).all()
 

@@ -35,6 +35,8 @@ def _import_torch_layers():
         if name not in sys.modules:
             package = types.ModuleType(name)
             package.__path__ = [str(path)]
+            package.__spec__ = importlib.util.spec_from_file_location(
+                name, path / "__init__.py", submodule_search_locations=[str(path)])
             sys.modules[name] = package
     return importlib.import_module("recurrentgemma.torch.layers")
 

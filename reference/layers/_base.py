@@ -101,9 +101,10 @@ _NOT_SIZES = ("seed", "max_len", "pooling_factor")
 
 
 def _check_config_sizes(config, shapes, path):
-    """Every integer of the config (through nested dicts and lists) is at most the largest dimension of
-    the file's arrays or their count; the names of _NOT_SIZES are exempt."""
-    bound = max([len(shapes)] + [dim for shape in shapes.values() for dim in shape])
+    """Every integer of the config (through nested dicts and lists) is at most the element count of the
+    file's largest array or the number of arrays (a size such as Centaurus' full-mode d_state = H² is no
+    single dimension, but it never exceeds the array it sizes); the names of _NOT_SIZES are exempt."""
+    bound = max([len(shapes)] + [int(np.prod(shape)) for shape in shapes.values()])
 
     def visit(value, key):
         if key in _NOT_SIZES:
@@ -116,7 +117,7 @@ def _check_config_sizes(config, shapes, path):
                 visit(item, key)
         elif isinstance(value, int) and not isinstance(value, bool) and value > bound:
             raise ValueError(f"{path}: config {key}={value} is larger than any array in the file "
-                             f"(largest dimension {bound}); the file is inconsistent or forged")
+                             f"(largest array has {bound} elements); the file is inconsistent or forged")
     visit(config, "config")
 
 
