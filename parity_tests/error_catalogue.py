@@ -73,11 +73,8 @@ class Side:
         return cls
 
     def twin(self, obj):
-        """The side's twin of a reference object (the reference object itself on the reference side)."""
-        if type(obj).__name__ == "Classifier":                  # skips (and counts) when the side lacks it
-            self.classifier_class()
-        else:
-            self.layer_class(type(obj).__name__)
+        """The side's twin of a reference object (the reference object itself on the reference side); an
+        Unsupported (the example is rejected) when the side cannot build it."""
         try:
             return self.from_reference(obj)
         except (KeyError, NotImplementedError):
@@ -352,7 +349,8 @@ CATALOGUE = [
          ("method must be one of", "sequential"),
          "the `method` string is not one of the listed ones", "pick one from the list"),
     Case("method='fft' with timesteps", layer_call(lambda d: {"x": d.x, "integration_timesteps": taus(d), "method": "fft"},
-                                                   WITH_TIMESTEPS), ValueError, ("method='fft'", "integration_timesteps"),
+                                                   [n for n in WITH_TIMESTEPS if n in WITH_KERNEL]), ValueError,
+         ("method='fft'", "integration_timesteps"),
          "the convolution view needs a time-invariant layer", "use a scan method with event streams or initial states"),
     Case("initial_state has the wrong shape",
          layer_call(lambda d: {"x": d.x, "initial_state": np.zeros(d.state_shape[:-1] + (d.state_shape[-1] + 1,))}),

@@ -7,7 +7,7 @@ of its `reference_class` (a classifier registers itself with `register_torch_cla
     ref_layer = to_reference(module)
 
 Plain dicts and files use the methods of `torch_backend.layers._base.Layer` directly:
-`module.params()` / `module.load_params(d)` (flat dicts of NumPy arrays keyed like the reference
+`module.params` / `module.load_params(d)` (flat dicts of NumPy arrays keyed like the reference
 params), `module.save(path)` / `TorchClass.load(path)` (the reference's .npz format: `__config__` JSON
 plus one array per parameter, so a file written by either backend loads in the other). Every copy is
 exact in float64; float32 rounds once. Exchange paths (from_reference, from_params, load) give float64

@@ -308,18 +308,18 @@ def test_state_dict_keys_seed_and_default_dtype():
     module, reference = ToyLayer(3, 4, seed=7), ToyReference(3, 4, seed=7)
     assert list(module.state_dict()) == list(reference.params)
     assert all(p.dtype == torch.float32 and p.requires_grad for p in module.parameters())
-    assert all(np.array_equal(module.params()[k], v.astype(np.float32)) for k, v in reference.params.items())
+    assert all(np.array_equal(module.params[k], v.astype(np.float32)) for k, v in reference.params.items())
     previous = torch.get_default_dtype()
     try:                                                       # built in float64: bit-identical to the reference
         torch.set_default_dtype(torch.float64)
         double = ToyLayer(3, 4, seed=7)
     finally:
         torch.set_default_dtype(previous)
-    assert all(np.array_equal(double.params()[k], v) for k, v in reference.params.items())
+    assert all(np.array_equal(double.params[k], v) for k, v in reference.params.items())
     torch.manual_seed(11)
-    first = ToyLayer(3, 4).params()
+    first = ToyLayer(3, 4).params
     torch.manual_seed(11)
-    again, other = ToyLayer(3, 4).params(), ToyLayer(3, 4).params()
+    again, other = ToyLayer(3, 4).params, ToyLayer(3, 4).params
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not np.array_equal(first["B"], other["B"])
 
@@ -334,7 +334,7 @@ def test_exchange_round_trips_exactly_and_files_cross_backends(tmp_path):
     assert ToyLayer.from_reference(reference, dtype=torch.float32).dtype == torch.float32
     reference.save(tmp_path / "ref.npz")
     loaded = ToyLayer.load(tmp_path / "ref.npz")
-    assert all(np.array_equal(loaded.params()[k], v) for k, v in reference.params.items())
+    assert all(np.array_equal(loaded.params[k], v) for k, v in reference.params.items())
     loaded.save(tmp_path / "torch.npz")
     again = ToyReference.load(tmp_path / "torch.npz")
     assert all(np.array_equal(again.params[k], v) for k, v in reference.params.items())
@@ -345,7 +345,7 @@ def test_exchange_round_trips_exactly_and_files_cross_backends(tmp_path):
 
 def test_load_params_and_inputs_refuse_mismatches():
     module = ToyLayer(3, 4, seed=0)
-    params = module.params()
+    params = module.params
     with pytest.raises(ValueError, match="missing parameter 'B'"):
         module.load_params({k: v for k, v in params.items() if k != "B"})
     with pytest.raises(ValueError, match="must have shape"):

@@ -67,7 +67,7 @@ def test_backend_state_dict_round_trip_is_exact(backend, tmp_path_factory, name,
     torch.save(module.state_dict(), path)
     fresh = type(module)(**{**layer.config, "seed": (layer.config.get("seed") or 0) + 1}).double()
     fresh.load_state_dict(torch.load(path))
-    assert_same_params(fresh.params(), layer.params)
+    assert_same_params(fresh.params, layer.params)
     np.testing.assert_array_equal(backend.to_numpy(fresh(backend.to(x, "float64"))),
                                   backend.to_numpy(module(backend.to(x, "float64"))))
 
@@ -82,7 +82,7 @@ def test_npz_cross_loads_between_backends_exactly(backend, tmp_path_factory, nam
     layer.save(folder / "reference.npz")                         # reference → backend
     module = cls.load(folder / "reference.npz")
     assert module.config == layer.config
-    assert_same_params(module.params(), layer.params)
+    assert_same_params(module.params, layer.params)
     check(backend.to_numpy(module(backend.to(x, "float64"))), layer(x), dtype="float64", subject=name,
           prop="forward after loading a reference file")
     module.save(folder / "backend.npz")                          # backend → reference
@@ -101,7 +101,7 @@ def test_classifier_cross_loads_between_backends_exactly(backend, tmp_path_facto
     folder = tmp_path_factory.mktemp("w")
     model.save(folder / "reference.npz")
     module = cls.load(folder / "reference.npz").eval()
-    assert_same_params(module.params(), model.params)
+    assert_same_params(module.params, model.params)
     actual = module(backend.to(x, "float64"), backend.to(lengths, "float64"), backend.to(tau, "float64"))
     check(backend.to_numpy(actual), model(x, lengths, tau), dtype="float64", subject="Classifier",
           prop="forward after loading a reference file")
@@ -184,7 +184,7 @@ def test_cpu_cuda_round_trip(backend, tmp_path, name):
     check(cuda(x_cuda).cpu().numpy(), expected, dtype="float64", subject=name, prop="CPU state_dict on CUDA")
     cuda.save(tmp_path / "cuda.npz")                                    # written from CUDA, read on CPU
     back = type(cpu).load(tmp_path / "cuda.npz")
-    assert_same_params(back.params(), obj.params)
+    assert_same_params(back.params, obj.params)
     torch.save(cuda.state_dict(), tmp_path / "cuda.pt")
     cpu.load_state_dict(torch.load(tmp_path / "cuda.pt", map_location="cpu"))
     check(backend.to_numpy(cpu(torch.as_tensor(x))), expected, dtype="float64", subject=name,

@@ -115,11 +115,14 @@ class Layer(torch.nn.Module):
 
     def to_reference(self):
         """The reference twin: same config and parameters (exact when this module is float64)."""
-        return self.reference_class.from_params(self.config, self.params())
+        return self.reference_class.from_params(self.config, self.params)
 
+    @property
     def params(self):
-        """Parameters and persistent buffers as a flat dict of float64 NumPy arrays (copies), keyed
-        like the reference params. Note: a method here, an attribute on reference layers."""
+        """Parameters and persistent buffers as a flat dict of float64 NumPy arrays, keyed like the
+        reference params — the same kind of thing as a reference layer's `params`. Note: a snapshot (the
+        arrays are copies of the tensors, which may be float32 or on a GPU); change the module's values
+        with `load_params`."""
         return {name: tensor.detach().to(device="cpu", dtype=torch.float64, copy=True).numpy()
                 for name, tensor in self.state_dict().items()}
 
@@ -139,7 +142,7 @@ class Layer(torch.nn.Module):
 
     def save(self, path):
         """Write config and params to an .npz file in the reference's format (either backend loads it)."""
-        np.savez(path, __config__=json.dumps(self.config), __class__=self.reference_class.__name__, **self.params())
+        np.savez(path, __config__=json.dumps(self.config), __class__=self.reference_class.__name__, **self.params)
 
     @classmethod
     def load(cls, path, dtype=None, device=None):
