@@ -100,6 +100,11 @@ class LayerConfig:
     perturb: Callable = None          # (params, rng) -> {name: moved value}: extreme parameters beyond the
                                       # init (None: every parameter moved by a relative 20 % and a small shift)
     reference_class: type = None      # the reference class, for a layer registered from outside the project
+    additive_input: bool = True       # a step adds its input term to the decayed state (False: the delta rule,
+                                      # whose write also erases the old value along k)
+    nan_causal: bool = True           # a non-finite input at step t leaves every output before t finite in the
+                                      # backend's default method (False: a chunkwise method mixes the steps of a
+                                      # chunk in one matrix product, so a NaN reaches the chunk's earlier outputs)
 
 
 def register_layer(name, reference_class, config):
@@ -440,8 +445,10 @@ def _deltaproduct_configs(draw):
 # Input-dependent transitions and a quadratic read-out (q_t·k_s): no linearity, no kernel view, no D term;
 # reference_tests/test_matrix_state.py checks the SPEC's reductions, invariants and regression values instead.
 LAYER_CONFIGS["GLA"] = LayerConfig(_gla_configs, linear=False, input_dependent=True, feedthrough=(),
-                                   slow_decay={"gate_logit_normalizer": 1000.0})
+                                   slow_decay={"gate_logit_normalizer": 1000.0}, nan_causal=False)
 LAYER_CONFIGS["GatedDeltaNet"] = LayerConfig(_gated_deltanet_configs, linear=False, input_dependent=True,
-                                             feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
+                                             feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4},
+                                             additive_input=False, nan_causal=False)
 LAYER_CONFIGS["DeltaProduct"] = LayerConfig(_deltaproduct_configs, linear=False, input_dependent=True,
-                                            feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
+                                            feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4},
+                                            additive_input=False, nan_causal=False)

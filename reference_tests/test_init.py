@@ -167,7 +167,16 @@ def test_s4d_params_assemble_the_init(data):
 # ----------------------------------------------------------------------------- dt ranges and stability
 # S6 stores its step as dt_proj.bias = softplus⁻¹(max(Δ, dt_init_floor)) (upstream name, no log_dt):
 # reference_tests/test_s6.py checks its range.
-DT_LAYERS = [n for n in LAYERS if "dt_min" in inspect.signature(REGISTRY[n]).parameters and n != "S6"]
+# the layers that store their step as log_dt; S6, S7 and the gated delta layers keep Δ = softplus(dt bias),
+# whose range is tested with each of them
+def _stores_log_dt(name):
+    arguments = inspect.signature(REGISTRY[name]).parameters
+    if "dt_min" not in arguments or "d_state" not in arguments:
+        return False
+    return "log_dt" in REGISTRY[name](d_model=4, d_state=4, seed=0).params
+
+
+DT_LAYERS = [n for n in LAYERS if _stores_log_dt(n)]
 
 
 @pytest.mark.parametrize("name", DT_LAYERS)

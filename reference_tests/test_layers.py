@@ -202,11 +202,22 @@ def test_zero_timestep_holds_the_state(name, data):
     s, zero_gap = random_state(layer, batch, rng), np.zeros(batch)
     _, held = layer.step(np.zeros_like(x[:, 0]), s, zero_gap)
     assert_close(held, s, what=f"{name} state after a zero gap with zero input")
+    if layer.config.get("discretization") in INPUT_SCALES_WITH_STEP:
+        _, input_only = layer.step(x[:, 0], layer.init_state(batch), zero_gap)
+        assert_close(input_only, np.zeros_like(input_only), what=f"{name} zero gap: γ̄ ∝ Δ_A = 0")
+
+
+@pytest.mark.parametrize("name", [n for n in TIMESTEP_LAYERS if layer_config(n).additive_input])
+@given(data=st.data())
+def test_zero_timestep_adds_the_input_term_to_the_held_state(name, data):
+    """τ = 0 with an input: the held state plus the input term alone (the delta rule's write is not additive;
+    its τ = 0 step is tested with the matrix-state layers)."""
+    layer, x, _, rng = draw_case(data, name, events=False)
+    batch = x.shape[0]
+    s, zero_gap = random_state(layer, batch, rng), np.zeros(batch)
     _, with_input = layer.step(x[:, 0], s, zero_gap)
     _, input_only = layer.step(x[:, 0], layer.init_state(batch), zero_gap)
     assert_close(with_input, s + input_only, what=f"{name} zero gap: state + input term")
-    if layer.config.get("discretization") in INPUT_SCALES_WITH_STEP:
-        assert_close(input_only, np.zeros_like(input_only), what=f"{name} zero gap: γ̄ ∝ Δ_A = 0")
 
 
 @pytest.mark.parametrize("name", TIMESTEP_LAYERS)
