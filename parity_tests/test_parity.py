@@ -231,6 +231,35 @@ def _first_config(name):
 
 
 @pytest.mark.parametrize("name", LAYERS)
+@settings(max_examples=examples(6))
+@given(data=st.data())
+def test_gradients_match_reference_vjp(backend, name, data):
+    """Backend gradients (float64) == the reference's hand-written VJP (SPEC §11), the exact oracle: for x and
+    every parameter, with lengths and τ, at the tight table tolerance (finite differences below check the
+    reference's forward without trusting its VJP)."""
+    dtype = "float64"
+    config, x, tau, rng = draw_case(data, name, max_len=12, events=True, backend=backend)
+    reference, module = build(backend, name, config, dtype)
+    vjp, parameter_vjp = backend.require("vjp", "parameter_vjp")
+    lengths = lengths_vector(rng, x.shape[0], x.shape[1])
+    G = rng.normal(size=x.shape) * (np.arange(x.shape[1])[None, :, None] < lengths[:, None, None])
+    row, detail = backend.row(dtype), describe(config)
+    grad_x, grad_params, _ = reference.vjp(G, x, lengths, tau)
+
+    def call(m, x_=None):
+        return m(backend.to(x, dtype) if x_ is None else x_, backend.to(lengths, dtype), backend.to(tau, dtype))
+
+    grads = vjp(lambda x_: call(module, x_), [backend.to(x, dtype)], backend.to(G, dtype))
+    check(backend.to_numpy(grads[0]), grad_x, dtype=dtype, subject=name, prop="vjp x", row=row, detail=detail)
+    backend_grads = parameter_vjp(module, call, backend.to(G, dtype))            # {name: gradient}
+    trainable = backend.trainable(reference, name)
+    check_keys(backend_grads, trainable, subject=name, prop="parameter gradients")
+    for pname in trainable:
+        check(backend.to_numpy(backend_grads[pname]), grad_params[pname], dtype=dtype, subject=name,
+              prop=f"vjp {pname}", row=row, detail=detail)
+
+
+@pytest.mark.parametrize("name", LAYERS)
 @settings(max_examples=examples(4))
 @given(data=st.data())
 def test_gradients_match_reference_finite_differences(backend, name, data):
