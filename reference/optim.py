@@ -45,7 +45,8 @@ class Optimizer:
             self._update(name, self.params[name], grad, self.state.setdefault(name, {}))
 
     def _update(self, name, param, grad, state):
-        raise NotImplementedError
+        """The update rule of a concrete optimiser (SGD, Adam): changes `param` in place from `grad` and `state`."""
+        raise TypeError(f"{type(self).__name__} has no update rule: use reference.optim.SGD or reference.optim.Adam")
 
 
 class SGD(Optimizer):
