@@ -12,18 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity_tests.backend import check
+from parity_tests.golden_s6 import golden_layer, load
 from parity_tests.strategies import CONTINUOUS_METHODS, batch_sizes, rng_from, seeds, sequence_lengths, timesteps
 from reference.layers.s6 import S6
 
-GOLDEN = "parity_tests/golden/{}.npz"
-SSM_KEYS = ("x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D")
-BLOCK_KEYS = SSM_KEYS + ("in_proj.weight", "conv1d.weight", "conv1d.bias", "out_proj.weight")
 EVENT_METHODS = ("exp_euler", "zoh", "bilinear", "async", "dirac")
-
-
-def load(name):
-    with np.load(GOLDEN.format(name), allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
 
 
 def twin(backend, reference, dtype="float64"):
@@ -31,18 +24,9 @@ def twin(backend, reference, dtype="float64"):
     return cast(from_reference(reference), dtype, backend.device)
 
 
-def golden_reference(golden, discretization="exp_euler", block=False):
-    H, N = golden["x"].shape[2], golden["A_log"].shape[1]
-    config = {"d_model": H, "d_state": N, "dt_rank": golden["dt_proj.weight"].shape[1],
-              "discretization": discretization, "block": block, "seed": 0}
-    if block:
-        config.update(expand=golden["A_log"].shape[0] // H, d_conv=golden["conv1d.weight"].shape[2])
-    return S6.from_params(config, {key: golden[key] for key in (BLOCK_KEYS if block else SSM_KEYS)})
-
-
 def test_golden_bare(backend):
     golden = load("s6_bare_L17")
-    module = twin(backend, golden_reference(golden))
+    module = twin(backend, golden_layer(golden))
     y, h = module(backend.to(golden["x"], "float64"), return_state=True)
     check(backend.to_numpy(y), golden["y"], dtype="float64", subject="S6", prop="golden bare y", row="golden")
     check(backend.to_numpy(h), golden["h_last"], dtype="float64", subject="S6", prop="golden bare h_last", row="golden")
@@ -50,7 +34,7 @@ def test_golden_bare(backend):
 
 def test_golden_block(backend):
     golden = load("s6_block_L17")
-    module = twin(backend, golden_reference(golden, block=True))
+    module = twin(backend, golden_layer(golden, block=True))
     y = module(backend.to(golden["x"], "float64"))
     check(backend.to_numpy(y), golden["y"], dtype="float64", subject="S6", prop="golden block y", row="golden")
 
@@ -58,7 +42,7 @@ def test_golden_block(backend):
 @pytest.mark.parametrize("discretization", EVENT_METHODS)
 def test_golden_event(backend, discretization):
     golden = load("s6_event_L17")
-    module = twin(backend, golden_reference(golden, discretization))
+    module = twin(backend, golden_layer(golden, discretization))
     y = module(backend.to(golden["x"], "float64"),
                integration_timesteps=backend.to(golden["integration_timesteps"], "float64"))
     check(backend.to_numpy(y), golden[f"y_{discretization}"], dtype="float64", subject="S6",
@@ -68,7 +52,7 @@ def test_golden_event(backend, discretization):
 def test_golden_unit_timesteps_are_synchronous(backend):
     """τ ≡ 1 gives lrnnx's synchronous output (SPEC §4.8 Decision: not lrnnx's event form)."""
     golden = load("s6_lrnnx_event_L17")
-    module = twin(backend, golden_reference(golden))
+    module = twin(backend, golden_layer(golden))
     y = module(backend.to(golden["x"], "float64"),
                integration_timesteps=backend.to(golden["integration_timesteps"], "float64"))
     check(backend.to_numpy(y), golden["y_synchronous"], dtype="float64", subject="S6", prop="golden τ ≡ 1",

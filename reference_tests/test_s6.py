@@ -9,33 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parity_tests.golden_s6 import BLOCK_KEYS, golden_layer, load
 from parity_tests.tolerances import assert_close
 from reference import Classifier
 from reference.discretize import discretize
 from reference.layers.s6 import S6, S6_METHODS, softplus_inverse
 from reference.scan import SCAN_METHODS
 
-GOLDEN = "parity_tests/golden/{}.npz"
-SSM_KEYS = ("x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D")
-BLOCK_KEYS = SSM_KEYS + ("in_proj.weight", "conv1d.weight", "conv1d.bias", "out_proj.weight")
 REGRESSION_DIGITS = 1e-9            # the SPEC prints the regression values to 9 decimals
 LRNNX_EVENT_GAP = 1.0               # lrnnx's event mode at τ ≡ 1 differs from its synchronous output by 1.56
 SEEDS = (0, 1, 2)
-
-
-def load(name):
-    with np.load(GOLDEN.format(name), allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def golden_layer(golden, discretization="exp_euler", block=False):
-    """The reference layer holding a golden file's upstream-named parameters."""
-    H, N = golden["x"].shape[2], golden["A_log"].shape[1]
-    config = {"d_model": H, "d_state": N, "dt_rank": golden["dt_proj.weight"].shape[1],
-              "discretization": discretization, "block": block, "seed": 0}
-    if block:
-        config.update(expand=golden["A_log"].shape[0] // H, d_conv=golden["conv1d.weight"].shape[2])
-    return S6.from_params(config, {key: golden[key] for key in (BLOCK_KEYS if block else SSM_KEYS)})
 
 
 def small_layer(seed, block, discretization="exp_euler", **overrides):
