@@ -41,6 +41,20 @@ CLIP_RE = -1e-4
 
 
 # ----------------------------------------------------------------------------- initialisers
+def check_s5_arguments(discretization, conj_sym, clip_eigs, blocks, d_state, dt_min, dt_max, step_rescale):
+    """The constructor arguments S5 and S7 share (S7 is S5 made selective), each checked with an error naming
+    the rule. Returns (discretization, blocks, dt_min, dt_max, step_rescale)."""
+    discretization = check_choice(discretization, "discretization", S5_METHODS)
+    for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool; got {flag!r}")
+    blocks = check_positive_int(blocks, "blocks")
+    check_blocks(d_state, blocks, bool(conj_sym))
+    dt_min, dt_max = check_dt_range(dt_min, dt_max)
+    step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
+    return discretization, blocks, dt_min, dt_max, step_rescale
+
+
 def check_blocks(d_state, blocks, conj_sym):
     """blocks must divide P = (2N if conj_sym else N), and b = P / blocks must be even under conj_sym."""
     local_P = 2 * d_state if conj_sym else d_state
@@ -96,14 +110,8 @@ class S5(Layer):
                  step_rescale=1.0, C_init="trunc_standard_normal", clip_eigs=False, bidirectional=False, seed=None):
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
-        self.discretization = check_choice(discretization, "discretization", S5_METHODS)
-        for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool; got {flag!r}")
-        blocks = check_positive_int(blocks, "blocks")
-        check_blocks(self.d_state, blocks, bool(conj_sym))
-        dt_min, dt_max = check_dt_range(dt_min, dt_max)
-        step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
+        self.discretization, blocks, dt_min, dt_max, step_rescale = check_s5_arguments(
+            discretization, conj_sym, clip_eigs, blocks, self.d_state, dt_min, dt_max, step_rescale)
         check_choice(C_init, "C_init", C_INITS)
         self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:

@@ -31,16 +31,15 @@ from scipy.special import expit
 
 from ..backward import (backward_direction_states, backward_direction_vjp, contract, diagonal_states,
                         diagonal_states_vjp, parameter_gradients, prepare_vjp)
-from ..discretize import METHODS, discretize
-from ..init import check_dt_range, check_real, log_uniform_dt, s5_hippo_blocks, truncated_normal
+from ..discretize import discretize
+from ..init import log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state
-from .s5 import CLIP_RE, check_blocks
+from .s5 import CLIP_RE, check_s5_arguments
 
-S7_METHODS = tuple(m for m in METHODS if m != "none")
 REPARAMS = ("none", "stablessm")
 STABLESSM_A, STABLESSM_B = 1.0, 0.5
 DT_INIT_FLOOR = 1e-4
@@ -107,14 +106,8 @@ class S7(Layer):
             raise ValueError("discretization='none' is refused for S7: Λ is continuous-time (Re Λ < 0), and "
                              "using it as the discrete Ā would be unstable; "
                              "use zoh, bilinear, exp_euler, async or dirac")
-        self.discretization = check_choice(discretization, "discretization", S7_METHODS)
-        for name, flag in (("conj_sym", conj_sym), ("clip_eigs", clip_eigs)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool; got {flag!r}")
-        blocks = check_positive_int(blocks, "blocks")
-        check_blocks(self.d_state, blocks, bool(conj_sym))
-        dt_min, dt_max = check_dt_range(dt_min, dt_max)
-        step_rescale = check_real(step_rescale, "step_rescale", 0.0, low_open=True)
+        self.discretization, blocks, dt_min, dt_max, step_rescale = check_s5_arguments(
+            discretization, conj_sym, clip_eigs, blocks, self.d_state, dt_min, dt_max, step_rescale)
         check_choice(reparam, "reparam", REPARAMS)
         self.dt_rank = resolve_dt_rank(dt_rank, self.d_model)
         self.bidirectional = check_bidirectional(bidirectional)
