@@ -118,7 +118,10 @@ class Backend:
         raise AttributeError(name)
 
     def to(self, array, dtype):
-        """numpy -> native on this backend's device; None passes through."""
+        """numpy -> native on this backend's device; None passes through; a tuple (a layer state made of several
+        arrays, e.g. S6's (conv state, h) with block=True) is converted element by element."""
+        if isinstance(array, tuple):
+            return tuple(self.to(a, dtype) for a in array)
         return None if array is None else self.api["asarray"](np.asarray(array), dtype, self.device)
 
     # ------------------------------------------------------------------------- declarations
@@ -300,7 +303,15 @@ def counted(inner):
 def check(actual, expected, *, dtype, subject, prop, row=None, detail=""):
     """Compare a backend result with the reference under the table tolerance (tolerances.allowed_error) for
     `row` (default: the dtype's), record the worst error in the report, and fail with a readable message
-    naming subject, property, dtype (and `detail`, e.g. the drawn discretisation)."""
+    naming subject, property, dtype (and `detail`, e.g. the drawn discretisation). A tuple `expected` (a state
+    made of several arrays) is compared element by element, `prop` naming the element."""
+    if isinstance(expected, tuple):
+        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
+            raise AssertionError(f"{subject} / {prop} / {dtype}: expected a tuple of {len(expected)} arrays, got "
+                                 f"{type(actual).__name__}")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            check(a, e, dtype=dtype, subject=subject, prop=f"{prop}[{i}]", row=row, detail=detail)
+        return
     actual, expected = np.asarray(actual), np.asarray(expected)
     where = f"{subject} / {prop} / {dtype}" + (f" [{detail}]" if detail else "")
     if actual.shape != expected.shape:

@@ -66,6 +66,14 @@ def timesteps(rng, batch, L, zero_fraction=0.3):
     return tau
 
 
+def random_state(rng, zero):
+    """A random state shaped like the zero state `zero` (complex where it is complex); a tuple state (S6's
+    (conv state, h) with block=True) gets one random array per element."""
+    if isinstance(zero, tuple):
+        return tuple(random_state(rng, z) for z in zero)
+    return rng.normal(size=zero.shape) + (1j * rng.normal(size=zero.shape) if np.iscomplexobj(zero) else 0)
+
+
 def lengths_vector(rng, batch, L):
     """Valid lengths in [1, L], always including L when batch > 1."""
     lengths = rng.integers(1, L + 1, batch)
@@ -105,6 +113,11 @@ class LayerConfig:
     nan_causal: bool = True           # a non-finite input at step t leaves every output before t finite in the
                                       # backend's default method (False: a chunkwise method mixes the steps of a
                                       # chunk in one matrix product, so a NaN reaches the chunk's earlier outputs)
+    variant_of: str = None            # a registry name: this entry is a variant of that layer (its configs fix an
+                                      # option, e.g. block=True), a subject of its own built by that class
+    conv_window: bool = False         # the state carries a causal convolution's window of past inputs (a block's
+                                      # conv), which moves with the event index: a zero gap does not hold it, and
+                                      # feeding the gates it does not enter affinely
 
 
 def register_layer(name, reference_class, config):
@@ -119,16 +132,21 @@ def register_layer(name, reference_class, config):
 
 
 def layer_class(name):
-    """The reference class of a suite layer: the registered one, else reference.layers.REGISTRY's."""
+    """The reference class of a suite layer: the registered one, else reference.layers.REGISTRY's (for a variant,
+    the class of the layer it is a variant of)."""
     from reference.layers import REGISTRY
-    registered = LAYER_CONFIGS[name].reference_class if name in LAYER_CONFIGS else None
-    return registered or REGISTRY[name]
+    entry = LAYER_CONFIGS.get(name)
+    if entry is not None and entry.reference_class is not None:
+        return entry.reference_class
+    return REGISTRY[entry.variant_of if entry is not None and entry.variant_of else name]
 
 
 def suite_layers():
-    """Every layer the suites run over: the reference registry plus the layers registered from outside."""
+    """Every layer the suites run over: the reference registry, its variants (e.g. "S6-block") and the layers
+    registered from outside."""
     from reference.layers import REGISTRY
-    return sorted(set(REGISTRY) | {n for n, c in LAYER_CONFIGS.items() if c.reference_class is not None})
+    extra = {n for n, c in LAYER_CONFIGS.items() if c.reference_class is not None or c.variant_of}
+    return sorted(set(REGISTRY) | extra)
 
 
 def _lru_configs():
@@ -356,10 +374,8 @@ def scan_problem(rng, batch, L, N, complex_=True, time_varying=True, with_h0=Tru
 # ----------------------------------------------------------------------------- S6 (SPEC §4.8)
 @st.composite
 def _s6_configs(draw):
-    """Small bare S6 configs: every continuous discretisation, dt ranges from tiny to large steps, both dt inits.
-    Only the bare layer is drawn here: with block=True the state is a pair (conv state, h), which the
-    registry-driven properties (one state array) do not take; reference_tests/test_s6.py and
-    parity_tests/test_golden_s6.py cover block=True."""
+    """Small bare S6 configs: every continuous discretisation, dt ranges from tiny to large steps, both dt inits
+    (the Mamba mixer, block=True, is the variant "S6-block" below)."""
     dt_min = draw(st.sampled_from([1e-3, 1e-2, 0.5]))
     return {"d_model": draw(widths(4)), "d_state": draw(widths(4)),
             "dt_rank": draw(st.sampled_from(["auto", 1, 2])), "dt_min": dt_min,
@@ -368,17 +384,27 @@ def _s6_configs(draw):
             "discretization": draw(st.sampled_from(CONTINUOUS_METHODS)), "seed": draw(seeds)}
 
 
+@st.composite
+def _s6_block_configs(draw):
+    """Small Mamba mixers (block=True): expand 1–2, conv widths 1–4, with and without the biases."""
+    return {**draw(_s6_configs()), "block": True, "expand": draw(st.integers(1, 2)), "d_conv": draw(st.integers(1, 4)),
+            "conv_bias": draw(st.booleans()), "bias": draw(st.booleans())}
+
+
 # S6 is not linear in x (Δ_t, B_t, C_t depend on it): the SPEC's LTI reduction (reference_tests/test_s6.py) replaces linearity.
 LAYER_CONFIGS["S6"] = LayerConfig(_s6_configs, linear=False, input_dependent=True,
                                   slow_decay={"dt_min": 1e-4, "dt_max": 2e-4, "dt_scale": 0.1})
+# The Mamba mixer joins every registry property as its own subject: its state is the pair (conv state, h), which
+# the state properties draw, pass and compare element by element (`random_state`, `check`).
+LAYER_CONFIGS["S6-block"] = LayerConfig(_s6_block_configs, linear=False, input_dependent=True, variant_of="S6",
+                                        conv_window=True,
+                                        slow_decay={"dt_min": 1e-4, "dt_max": 2e-4, "dt_scale": 0.1})
 
 
 # ----------------------------------------------------------------------------- RG-LRU and S7 (SPEC §4.9, §4.10)
 @st.composite
 def _rglru_configs(draw):
-    """Small bare RG-LRU configs (num_heads | d_model). Only the bare layer is drawn here: with block=True the state
-    carries the conv window, which moves with the event index (a zero gap does not hold it) and feeds the gates;
-    reference_tests/test_rglru.py and parity_tests/test_golden_rglru_s7.py cover block=True."""
+    """Small bare RG-LRU configs (num_heads | d_model); the Griffin block is the variant "RGLRU-block" below."""
     d_model = draw(widths(4))
     min_rad, max_rad = draw(st.sampled_from([(0.9, 0.999), (0.3, 0.9)]))
     return {"d_model": d_model, "num_heads": draw(st.sampled_from([k for k in range(1, d_model + 1) if d_model % k == 0])),
@@ -398,10 +424,21 @@ def _s7_configs(draw):
             "seed": draw(seeds)}
 
 
+@st.composite
+def _rglru_block_configs(draw):
+    """Small Griffin recurrent blocks: lru_width a multiple of num_heads, conv widths 1–4."""
+    width, heads = draw(st.sampled_from([(2, 1), (4, 2), (6, 3), (3, 1)]))
+    return {"d_model": draw(widths(4)), "num_heads": heads, "block": True, "lru_width": width,
+            "conv1d_temporal_width": draw(st.integers(1, 4)), "c": draw(st.sampled_from([8.0, 2.0])),
+            "seed": draw(seeds)}
+
+
 # Input-dependent transitions (gates; Δ_t, B_t, C_t): reference_tests/test_rglru.py and test_s7.py check the LTI
 # reductions instead of linearity (gate weights 0 ⇒ a fixed-λ recurrence; x_proj.weight = 0 ⇒ S5).
 LAYER_CONFIGS["RGLRU"] = LayerConfig(_rglru_configs, linear=False, input_dependent=True, feedthrough=(),
                                      slow_decay={"min_rad": 0.999, "max_rad": 0.9999})
+LAYER_CONFIGS["RGLRU-block"] = LayerConfig(_rglru_block_configs, linear=False, input_dependent=True, feedthrough=(),
+                                           variant_of="RGLRU", conv_window=True, slow_decay={"min_rad": 0.999, "max_rad": 0.9999})
 LAYER_CONFIGS["S7"] = LayerConfig(_s7_configs, linear=False, input_dependent=True,
                                   slow_decay={"dt_min": 1e-4, "dt_max": 2e-4})
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from parity_tests.backend import Unsupported, check, check_keys
 from parity_tests.helpers import finite_difference
 from parity_tests.strategies import (LAYER_CONFIGS, batch_sizes, examples, layer_class, layer_config, lengths_vector,
-                                     perturbed_params, rng_from, seeds, sequence_lengths, suite_layers, timesteps)
+                                     perturbed_params, random_state, rng_from, seeds, sequence_lengths, suite_layers,
+                                     timesteps)
 
 LAYERS = suite_layers()
 
@@ -104,8 +105,7 @@ def test_lengths_initial_state_and_final_state(backend, dtype, name, data):
     config, x, tau, rng = draw_case(data, name, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
     lengths = lengths_vector(rng, x.shape[0], x.shape[1])
-    zero = reference.init_state(x.shape[0])
-    state = rng.normal(size=zero.shape) + (1j * rng.normal(size=zero.shape) if np.iscomplexobj(zero) else 0)
+    state = random_state(rng, reference.init_state(x.shape[0]))
     y, final = reference(x, lengths, tau, initial_state=state, return_state=True)
     y_b, final_b = module(backend.to(x, dtype), backend.to(lengths, dtype), backend.to(tau, dtype),
                           initial_state=backend.to(backend.state_in(reference, state), dtype), return_state=True)

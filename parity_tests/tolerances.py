@@ -61,7 +61,14 @@ def within_tolerance(error, expected_max, dtype="float64"):
 
 
 def assert_close(actual, expected, dtype="float64", what="value"):
-    """|actual − expected| <= allowed_error(expected, dtype) everywhere, else an AssertionError naming `what`."""
+    """|actual − expected| <= allowed_error(expected, dtype) everywhere, else an AssertionError naming `what`.
+    A tuple `expected` (a state made of several arrays) is compared element by element."""
+    if isinstance(expected, tuple):
+        if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
+            raise AssertionError(f"{what}: expected a tuple of {len(expected)} arrays, got {type(actual).__name__}")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, dtype, what=f"{what}[{i}]")
+        return
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {actual.shape} != expected {expected.shape}")

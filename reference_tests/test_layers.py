@@ -1,10 +1,12 @@
-"""Properties every reference layer satisfies (SPEC §4.6, §9), run over `reference.layers.REGISTRY`.
+"""Properties every reference layer satisfies (SPEC §4.6, §9), run over `reference.layers.REGISTRY` and the
+registry's variants in `LAYER_CONFIGS` (S6-block, RGLRU-block: their conv window is part of the state).
 
 Adding a layer to the registry adds it to every property here; its small configs come from
 `parity_tests.strategies.LAYER_CONFIGS` (a registry name without an entry fails loudly, nothing is
 skipped). Flags of the entry say what may be assumed: `linear` (y linear in (x, initial_state)),
 `input_dependent` (the transition depends on x: no cross-input linearity in the initial state),
-`timesteps` (accepts integration_timesteps, else must refuse them), `slow_decay` (|Ā| near 1).
+`timesteps` (accepts integration_timesteps, else must refuse them), `slow_decay` (|Ā| near 1), `conv_window` (the
+state holds a conv window, which a zero gap does not hold and which enters the gates non-affinely).
 
 Views: the recurrence (method="sequential") == every other method the layer lists (scans, "fft") ==
 repeated step(); split + carried state == one pass; initial-state linearity; causality; batched ==
@@ -16,13 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity_tests.strategies import (examples, batch_sizes, layer_config, lengths_vector, rng_from, seeds, sequence_lengths,
-                                     timesteps)
+from parity_tests.strategies import (LAYER_CONFIGS, batch_sizes, examples, layer_class, layer_config, lengths_vector,
+                                     rng_from, seeds, sequence_lengths, timesteps)
+from parity_tests.strategies import random_state as random_like
 from parity_tests.tolerances import assert_close
 from reference.layers import REGISTRY
 from reference.layers._checks import LAYER_METHODS
 
-LAYERS = sorted(REGISTRY)
+LAYERS = sorted(set(REGISTRY) | {name for name, entry in LAYER_CONFIGS.items() if entry.variant_of})
+WINDOWLESS = [name for name in LAYERS if not layer_config(name).conv_window]
 TIMESTEP_LAYERS = [name for name in LAYERS if layer_config(name).timesteps]
 NO_TIMESTEP_LAYERS = [name for name in LAYERS if not layer_config(name).timesteps]
 # Methods whose input factor γ̄ vanishes with the step (γ̄ ∝ Δ_A = τΔ): τ = 0 ignores the input too.
@@ -35,7 +39,7 @@ def draw_case(data, name, *, max_len=130, events=None, overrides=None, min_len=1
     """(layer, x (b, L, H), τ (b, L) or None, rng) from the layer's small configs; L >= min_len."""
     entry = layer_config(name)
     config = dict(data.draw(entry.configs(), label="config"), **(overrides or {}))
-    layer = REGISTRY[name](**config)
+    layer = layer_class(name)(**config)
     lengths = sequence_lengths(max_len) if min_len == 1 else sequence_lengths(max_len).filter(lambda n: n >= min_len)
     batch, L = data.draw(batch_sizes, label="batch"), data.draw(lengths, label="L")
     rng = rng_from(data.draw(seeds, label="data seed"))
@@ -51,10 +55,18 @@ def layer_methods(layer):
 
 
 def random_state(layer, batch, rng):
-    """A random state of init_state's shape and dtype (complex when the layer's state is complex)."""
-    zeros = layer.init_state(batch)
-    state = rng.normal(size=zeros.shape)
-    return state + 1j * rng.normal(size=zeros.shape) if np.iscomplexobj(zeros) else state
+    """A random state of init_state's shape and dtype (complex when the layer's state is complex; a tuple state
+    gets one random array per element)."""
+    return random_like(rng, layer.init_state(batch))
+
+
+def state_row(state, i):
+    """Row i (kept as a batch of one) of a state array or of each array of a tuple state."""
+    return tuple(s[i:i + 1] for s in state) if isinstance(state, tuple) else state[i:i + 1]
+
+
+def all_finite(state):
+    return all(np.isfinite(s).all() for s in state) if isinstance(state, tuple) else bool(np.isfinite(state).all())
 
 
 def run_steps(layer, x, tau=None, state=None):
@@ -104,7 +116,7 @@ def test_split_with_carried_state_equals_one_pass(name, data):
     assert_close(state_tail, state, what=f"{name} final state after split")
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name", WINDOWLESS)
 @given(data=st.data())
 def test_initial_state_enters_affinely_at_a_fixed_input(name, data):
     """At a fixed input the state is affine in the initial state (every layer here, gated ones included):
@@ -179,7 +191,7 @@ def test_batched_equals_per_sequence_with_lengths(name, data):
         tau_i = None if tau is None else tau[i:i + 1, :n]
         y_i, state_i = layer(x[i:i + 1, :n], integration_timesteps=tau_i, return_state=True, method="sequential")
         assert_close(y[i:i + 1, :n], y_i, what=f"{name} batch row {i}, length {n}")
-        assert_close(state[i:i + 1], state_i, what=f"{name} state at len − 1 for row {i}")
+        assert_close(state_row(state, i), state_i, what=f"{name} state at len − 1 for row {i}")
 
 
 # ----------------------------------------------------------------------------- event streams
@@ -193,7 +205,7 @@ def test_unit_timesteps_equal_the_synchronous_layer(name, data):
     assert_close(state_tau, state_sync, what=f"{name} state with τ ≡ 1")
 
 
-@pytest.mark.parametrize("name", TIMESTEP_LAYERS)
+@pytest.mark.parametrize("name", [n for n in TIMESTEP_LAYERS if n in WINDOWLESS])
 @given(data=st.data())
 def test_zero_timestep_holds_the_state(name, data):
     """τ = 0 gives Ā = 1: the state does not decay and only the input term (if any) is added."""
@@ -207,7 +219,7 @@ def test_zero_timestep_holds_the_state(name, data):
         assert_close(input_only, np.zeros_like(input_only), what=f"{name} zero gap: γ̄ ∝ Δ_A = 0")
 
 
-@pytest.mark.parametrize("name", [n for n in TIMESTEP_LAYERS if layer_config(n).additive_input])
+@pytest.mark.parametrize("name", [n for n in TIMESTEP_LAYERS if layer_config(n).additive_input and n in WINDOWLESS])
 @given(data=st.data())
 def test_zero_timestep_adds_the_input_term_to_the_held_state(name, data):
     """τ = 0 with an input: the held state plus the input term alone (the delta rule's write is not additive;
@@ -249,13 +261,13 @@ def test_long_sequence_is_finite_and_step_equals_scan(name, data):
     """L = 16384 with |Ā| near 1 (the entry's slow_decay overrides): finite, and step() == the fast scan."""
     entry = layer_config(name)
     config = dict(data.draw(entry.configs(), label="config"), **entry.slow_decay)
-    layer = REGISTRY[name](**config)
+    layer = layer_class(name)(**config)
     rng = rng_from(data.draw(seeds, label="data seed"))
     x = rng.normal(size=(1, LONG_L, config["d_model"]))                          # (1, L, H)
     tau = timesteps(rng, 1, LONG_L) if entry.timesteps and data.draw(st.booleans(), label="events") else None
     method = "numba" if "numba" in layer_methods(layer) else "sequential"
     y, state = layer(x, integration_timesteps=tau, return_state=True, method=method)
-    assert np.isfinite(y).all() and np.isfinite(state).all()
+    assert np.isfinite(y).all() and all_finite(state)
     y_steps, state_steps = run_steps(layer, x, tau)
     assert_close(y_steps, y, what=f"{name} step() vs {method} at L = {LONG_L}")
     assert_close(state_steps, state, what=f"{name} final state at L = {LONG_L}")
