@@ -44,7 +44,6 @@ def backward_states(run, x, lengths, tau):
 def two_sided_kernel(K_forward, K_backward):
     """The two-sided kernel (2L − 1, ...): index L − 1 + l weights u_{t−l}; lag 0 holds both directions.
     K_forward (L, ...) causal with D; K_backward (L, ...) the backward direction's causal kernel without D."""
-    L = K_forward.shape[0]
     # Note: built by concatenation (no in-place writes), so autograd reaches both kernels.
     lag0 = (K_forward[:1] + K_backward[:1])                                      # (1, ...)
     return torch.cat([K_backward[1:].flip(0), lag0, K_forward[1:]], dim=0)        # (2L − 1, ...)

@@ -20,9 +20,7 @@ Upstream: google-deepmind/recurrentgemma (`torch/layers.py` RGLRU, SqrtBoundDeri
 `torch/modules.py` RecurrentBlock). Glossary (SPEC §1): b batch, L length, H d_model, E recurrence width, W conv
 width; einsum letters b l h (head) i j (features in a head) e k (tap).
 """
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from reference.layers.rglru import RGLRU as ReferenceRGLRU
 from ..discretize import discretize
@@ -30,19 +28,10 @@ from ..scan import SCAN_METHODS, scan
 from ._base import Layer, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._griffin import block_diagonal, causal_conv, check_resets, conv_windows, gelu_tanh, softplus
 from ._math import final_state
 
 MAX_SQRT_GRADIENT = 1000.0
-
-
-def softplus(z):
-    """log(1 + e^z) = logaddexp(0, z). Note: not F.softplus, whose threshold 20 differs by up to 2.1e-9 (SPEC)."""
-    return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device))
-
-
-def gelu_tanh(x):
-    """GELU in its tanh form (Griffin's gate nonlinearity)."""
-    return F.gelu(x, approximate="tanh")
 
 
 class BoundedSqrt(torch.autograd.Function):
@@ -59,58 +48,6 @@ class BoundedSqrt(torch.autograd.Function):
         return grad / torch.sqrt(torch.clamp(4.0 * v, min=MAX_SQRT_GRADIENT ** -2))
 
 
-def block_diagonal(x, w, b):
-    """G(x) = concat_h(x_h·W_h + b_h): x (..., E), w (heads, E/heads, E/heads), b (heads, E/heads) → (..., E)."""
-    heads, width, _ = w.shape
-    x_h = x.reshape(x.shape[:-1] + (heads, width))                                  # (..., heads, i)
-    return (torch.einsum("...hi,hij->...hj", x_h, w) + b).reshape(x.shape)          # (..., E)
-
-
-def conv_windows(p, window0, resets):
-    """The Conv1D's input windows: windows[:, t, k] = p_{t−(W−1)+k}, zeroed when a reset lies in (t−(W−1)+k, t].
-
-    p: (b, L, E); window0: (b, W−1, E) the values before t = 0 (oldest first); resets: (b, L) bool or None.
-    Returns (b, L, W, E).
-    """
-    batch, L, _ = p.shape
-    W = window0.shape[1] + 1
-    extended = torch.cat([window0, p], dim=1)                                       # (b, W−1+L, E)
-    index = (torch.arange(L, device=p.device)[:, None] + torch.arange(W, device=p.device)[None, :])  # (L, W)
-    windows = extended[:, index]                                                    # (b, L, W, E)
-    if resets is None:
-        return windows
-    count = torch.cat([torch.zeros((batch, W - 1), dtype=torch.int64, device=p.device),
-                       torch.cumsum(resets.to(torch.int64), dim=1)], dim=1)          # (b, W−1+L)
-    keep = count[:, index[:, -1:]] == count[:, index]                               # (b, L, W): no reset in (s, t]
-    return windows * keep[..., None].to(windows.dtype)
-
-
-def causal_conv(w, b, windows):
-    """u_t = b + Σ_k w[k] ⊙ windows[..., k, :]; windows (..., W, E) → (..., E)."""
-    return torch.einsum("ke,...ke->...e", w, windows) + b
-
-
-def check_resets(resets, shape, name="resets", like=None):
-    """None or a bool array/tensor of `shape` (upstream segment_pos == 0), on the module's device."""
-    if resets is None:
-        return None
-    device = like.device if like is not None else None
-    if isinstance(resets, torch.Tensor):
-        if device is not None and resets.device != device:
-            raise ValueError(f"{name} is on device {resets.device} but the module's parameters are on {device}; "
-                             f"move it with {name}.to({str(device)!r})")
-    else:
-        resets = torch.as_tensor(np.asarray(resets), device=device)
-    if resets.dtype != torch.bool:
-        # Note: the dtype is printed in torch's spelling (torch.int64 where the reference says int64).
-        raise TypeError(f"{name} must be a bool array of shape {tuple(shape)} (True where a segment starts); "
-                        f"got dtype {resets.dtype}")
-    if tuple(resets.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(resets.shape)}")
-    return resets
-
-
-# ----------------------------------------------------------------------------- the layer
 class RGLRU(Layer):
     """RG-LRU (or the Griffin recurrent block): x (b, L, H) real → y (b, L, H) in the module's dtype; real state."""
 
