@@ -95,6 +95,28 @@ def diagonal_states_vjp(Lambda, dt, method, tau, drive, h0, states, grad_states)
     return grad_Lambda, grad_dt, grad_drive, grad_h0
 
 
+def depthwise_scan_vjp(Lambda_bar, gamma_bar, B, C, kappa, u, grad_y, h0=None):
+    """The adjoint of a depthwise diagonal recurrence and its read-out (S4D, SPEC §4.5), by definition:
+
+        v_t = B ⊙ u_t,   h_t = Ā_t ⊙ h_{t−1} + γ̄_t ⊙ v_t,   y_t = κ·Re Σ_n C h_t   (per channel; D u: the caller's)
+
+    Lambda_bar, gamma_bar: discretize's (Ā, γ̄), (H, N) or (b, L, H, N) complex; B, C: (H, N) complex; kappa: κ;
+    u, grad_y: (b, L, H) real; h0: (b, H, N) or None. Returns (G_Ā like Lambda_bar, G_γ̄ like gamma_bar,
+    G_B (H, N), G_C (H, N) complex, G_u (b, L, H) real (the recurrence's path), G_h0 (b, H, N) or None).
+    Keeps every state and its adjoint; `reference.kernels.adjoint.depthwise_scan_vjp_fused` is its fast path.
+    """
+    drive = contract("hn,blh->blhn", B, u)                                               # (b, L, H, N)
+    states = scan(Lambda_bar, gamma_bar * drive, h0)                                     # (b, L, H, N)
+    grad_C = kappa * contract("blh,blhn->hn", grad_y, np.conj(states))                   # (H, N)
+    grad_states = kappa * contract("hn,blh->blhn", np.conj(C), grad_y)                   # (b, L, H, N)
+    grad_a, grad_b, grad_h0 = scan_vjp(Lambda_bar, gamma_bar * drive, h0, states, grad_states)
+    grad_gamma_bar = sum_to_shape(grad_b * np.conj(drive), np.shape(gamma_bar))         # like γ̄
+    grad_drive = grad_b * np.conj(gamma_bar)                                             # (b, L, H, N)
+    grad_B = contract("blhn,blh->hn", grad_drive, u)                                     # (H, N)
+    grad_u = contract("blhn,hn->blh", grad_drive, np.conj(B)).real                       # (b, L, H)
+    return grad_a, grad_gamma_bar, grad_B, grad_C, grad_u, grad_h0
+
+
 # ----------------------------------------------------------------------------- dense systems (LSSL)
 def dense_scan_vjp(A, b, h0, h, grad_h):
     """The adjoint of `scan_dense` (real): λ_t = G_t + A_{t+1}ᵀ λ_{t+1}; G_{A_t} = λ_t h_{t−1}ᵀ,
@@ -135,7 +157,8 @@ def causal_dilated_conv_vjp(u, g, dilation, grad_y):
 
 
 # ----------------------------------------------------------------------------- the vjp preamble
-BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D", "Centaurus", "LSSL", "RGLRU", "S7")   # vjp includes the backward direction (§4.12)
+BIDIRECTIONAL_VJPS = ("LRU", "S5", "S4D", "Centaurus", "LSSL", "RGLRU", "S6", "S7", "GLA", "GatedDeltaNet",
+                      "DeltaProduct")   # vjp includes the backward direction (§4.12)
 
 
 def prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):

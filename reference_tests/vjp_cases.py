@@ -48,6 +48,10 @@ CASES = (
     + [("RGLRU-bidirectional", RGLRU, {"d_model": 4, "num_heads": 2, "bidirectional": True}),
        ("RGLRU-block-bidirectional", RGLRU, {"d_model": 2, "block": True, "lru_width": 4, "num_heads": 2,
                                              "conv1d_temporal_width": 3, "bidirectional": True})]
+    + [("S6-bidirectional-exp_euler", S6, {"d_model": 3, "d_state": 2, "bidirectional": True}),
+       ("S6-bidirectional-async", S6, {"d_model": 3, "d_state": 2, "discretization": "async", "bidirectional": True}),
+       ("S6-block-bidirectional-bilinear", S6, {"d_model": 2, "d_state": 2, "block": True, "d_conv": 3, "bias": True,
+                                                "discretization": "bilinear", "bidirectional": True})]
     + [("S7-bidirectional-zoh", S7, {"d_model": 2, "d_state": 2, "bidirectional": True}),
        ("S7-bidirectional-dirac-conj_sym-clip-stablessm", S7, {"d_model": 2, "d_state": 2, "discretization": "dirac",
                                                                "conj_sym": True, "clip_eigs": True,
@@ -58,6 +62,11 @@ CASES = (
        ("GatedDeltaNet-DeltaNet-neg", GatedDeltaNet, {"d_model": 4, "n_heads": 2, "use_gate": False,
                                                       "allow_neg_eigval": True}),
        ("DeltaProduct", DeltaProduct, {"d_model": 4, "n_heads": 2, "n_householder": 2})]
+    + [("GLA-bidirectional", GLA, {"d_model": 4, "n_heads": 2, "gate_low_rank_dim": 2, "bidirectional": True}),
+       ("GatedDeltaNet-bidirectional-neg", GatedDeltaNet, {"d_model": 4, "n_heads": 2, "allow_neg_eigval": True,
+                                                          "bidirectional": True}),
+       ("DeltaProduct-bidirectional", DeltaProduct, {"d_model": 4, "n_heads": 2, "n_householder": 2,
+                                                     "bidirectional": True})]
     + [("MultiresConv-fading", MultiresConv, {"d_model": 2, "kernel_size": 3, "depth": 2}),
        ("MultiresConv-uniform", MultiresConv, {"d_model": 2, "kernel_size": 2, "depth": 3, "memory": "uniform",
                                                "memory_size": 5})]

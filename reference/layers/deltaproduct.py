@@ -11,6 +11,10 @@ allow_neg_eigval (default, β ∈ [0, 2]) two factors express the rotations of Z
 Methods: "sequential" and "chunkwise" run the delta rule on the interleaved sequence of n_h·L sub-steps (gate at
 j = 0, q at j = n_h − 1; `chunk` counts sub-steps); "dense" scans the per-token transitions A_t with drives b_t.
 n_h = 1 is Gated DeltaNet. Without the forget gate there is no decay, so τ is refused.
+Bidirectional (SPEC §4.12, `bidirectional=True`): Gated DeltaNet's — k, v, β and the gate are shared, the
+backward direction is this recurrence on each row's reversed valid prefix (tokens reversed, each token's n_h
+sub-steps kept in order) with the reversed gaps and its own query W_q_back (h·d_k, H, drawn after every forward
+parameter); o = o^f + o^b goes through one RMSNorm and W_out. Non-causal: no step, initial_state or return_state.
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gated_deltaproduct.py`,
 `fla/ops/gated_delta_product/naive.py` (`chunk_ref.py` for the interleaving).
 Leaves out: what Gated DeltaNet leaves out (short convolution, output gate, GQA).
@@ -28,14 +32,14 @@ class DeltaProduct(GatedDeltaNet):
                            "scale; use use_forget_gate=True (or GLA/GatedDeltaNet) or pass None")
 
     def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, n_householder=2, allow_neg_eigval=True,
-                 use_forget_gate=True, dt_min=DT_MIN, dt_max=DT_MAX, seed=None):
+                 use_forget_gate=True, dt_min=DT_MIN, dt_max=DT_MAX, bidirectional=False, seed=None):
         self.n_householder = check_positive_int(n_householder, "n_householder")
-        seed = self._build(d_model, n_heads, d_k, d_v, use_forget_gate, allow_neg_eigval, dt_min, dt_max, seed,
-                           "use_forget_gate")
+        seed = self._build(d_model, n_heads, d_k, d_v, use_forget_gate, allow_neg_eigval, dt_min, dt_max,
+                           bidirectional, seed, "use_forget_gate")
         self.config = {"d_model": self.d_model, "n_heads": self.n_heads, "d_k": self.d_k, "d_v": self.d_v,
                        "n_householder": self.n_householder, "allow_neg_eigval": self.allow_neg_eigval,
                        "use_forget_gate": self.gated, "dt_min": self.dt_range[0], "dt_max": self.dt_range[1],
-                       "seed": seed}
+                       "bidirectional": self.bidirectional, "seed": seed}
 
     def recurrence(self, q, k, v, beta, log_alpha, initial_state, method="sequential", chunk=64):
         """(o (b, L, h, d_v), final state): n_h delta steps per token, the gate once before them."""

@@ -19,6 +19,13 @@ Time-varying Ā_t: there is no convolution view (no `kernel`, method="fft" refus
 Δ_t is kept in [the smallest normal float, the largest float] (softplus(z) underflows to 0 for z below about
 −745, and §2's discretize needs a finite Δ > 0): at the floor Ā_t = 1 and γ̄_t = 2.2e-308, the Δ_t = 0 limit to
 every representable digit.
+Bidirectional (SPEC §4.12): only the SSM runs both ways, sharing A_log, Δ_t, B_t (x_proj, dt_proj) and, for the
+block, in_proj, the causal conv and the gate z; h^b is the recurrence above on each row's reversed valid prefix of
+v with the reversed gaps, read out by C^b_t = v_t·x_proj_backᵀ (x_proj_back.weight (N, E), no bias, drawn like
+x_proj's C rows after every forward parameter): y_t[e] = Σ_n C_t[n] h^f_t[e, n] + Σ_n C^b_t[n] h^b_t[e, n] + D[e] v_t[e],
+then mix_out. The block's backward part is anti-causal in v, so through the causal conv it sees x from t − (K − 1)
+on (flipping the whole mixer, conv included, would not share Δ_t and B_t as §4.12 asks). The vjp's block ends
+(out_proj and the gate; the conv and in_proj) are in _s6_backward.py.
 
 Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
 Leaves out: the residual block and norm around the mixer, the CUDA kernels, Mamba-2.
@@ -28,12 +35,15 @@ K d_conv; einsum letters b l h e n r k.
 import numpy as np
 from scipy.special import expit
 
-from ..backward import contract, diagonal_states, diagonal_states_vjp, parameter_gradients, prepare_vjp
+from ..backward import (backward_direction_states, backward_direction_vjp, contract, diagonal_states,
+                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
 from ..discretize import METHODS, discretize
 from ..init import check_dt_range, check_real, log_uniform_dt
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
+from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._s6_backward import mix_in_vjp, mix_out_vjp
 
 S6_METHODS = tuple(m for m in METHODS if m != "none")
 DT_INITS = ("random", "constant")
@@ -116,10 +126,10 @@ class S6(Layer):
 
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
                  dt_scale=1.0, dt_init_floor=1e-4, discretization="exp_euler", block=False, expand=None,
-                 d_conv=None, conv_bias=None, bias=None, seed=None):
-        """Arguments of SPEC §4.8. The block-only arguments (expand, d_conv, conv_bias, bias) default to None:
-        with block=True None means Mamba's default (2, 4, True, False); with block=False giving any is a
-        ValueError (the bare layer has no projections or convolution to apply them to)."""
+                 d_conv=None, conv_bias=None, bias=None, bidirectional=False, seed=None):
+        """Arguments of SPEC §4.8 (bidirectional: §4.12). The block-only arguments (expand, d_conv, conv_bias, bias)
+        default to None: with block=True None means Mamba's default (2, 4, True, False); with block=False giving
+        any is a ValueError (the bare layer has no projections or convolution to apply them to)."""
         self.d_model = check_positive_int(d_model, "d_model")
         self.d_state = check_positive_int(d_state, "d_state")
         if discretization == "none":
@@ -149,16 +159,20 @@ class S6(Layer):
         check_choice(dt_init, "dt_init", DT_INITS)
         dt_scale = check_real(dt_scale, "dt_scale", 0.0, low_open=True)
         dt_init_floor = check_real(dt_init_floor, "dt_init_floor", 0.0, low_open=True)
+        self.bidirectional = check_bidirectional(bidirectional)
         if seed is not None:
             seed = check_positive_int(seed, "seed", minimum=0)
         self.config = {"d_model": self.d_model, "d_state": self.d_state, "dt_rank": dt_rank, "dt_min": dt_min,
                        "dt_max": dt_max, "dt_init": dt_init, "dt_scale": dt_scale, "dt_init_floor": dt_init_floor,
                        "discretization": discretization, "block": self.block,
-                       **(block_args if self.block else {}), "seed": seed}
+                       **(block_args if self.block else {}), "bidirectional": self.bidirectional, "seed": seed}
         self.d_conv = block_args["d_conv"]
-        self.params = s6_params(np.random.default_rng(seed), self.d_model, self.d_state, r, dt_min, dt_max, dt_init,
-                                dt_scale, dt_init_floor, self.block, block_args["expand"], block_args["d_conv"],
-                                block_args["conv_bias"], block_args["bias"])
+        rng = np.random.default_rng(seed)
+        self.params = s6_params(rng, self.d_model, self.d_state, r, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
+                                self.block, block_args["expand"], block_args["d_conv"], block_args["conv_bias"],
+                                block_args["bias"])
+        if self.bidirectional:       # the backward read-out C^b_t = v_t·x_proj_backᵀ, drawn like x_proj (SPEC §4.12)
+            self.params["x_proj_back.weight"] = uniform(rng, self.d_inner ** -0.5, (self.d_state, self.d_inner))  # (N, E)
 
     # --------------------------------------------------------------------- input → selective system
     def mix_in(self, x, conv_state=None):
@@ -191,9 +205,23 @@ class S6(Layer):
         A = -np.exp(self.params["A_log"])                                                      # (E, N)
         return discretize(A, dt[..., None], self.discretization, tau)                          # (b, L, E, N) each
 
-    def read_out(self, states, v, C, z=None):
-        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N)."""
-        return self.mix_out(np.einsum("blen,bln->ble", states, C) + self.params["D"] * v, z)  # (b, L, H)
+    def recurrence(self, v, tau=None, h0=None, method="sequential"):
+        """(h (b, L, E, N), C_t (b, L, N)): the selective system of v (b, L, E) scanned from h0 (b, E, N) or zero."""
+        dt, B, C = self.selection(v)
+        A_bar, gamma_bar = self.discrete_system(dt, tau)                                       # (b, L, E, N)
+        return scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0, method=method), C  # (b, L, E, N)
+
+    def C_back(self, v):
+        """The backward read-out C^b_t = v_t·x_proj_backᵀ: v (b, L, E) → (b, L, N) (SPEC §4.12)."""
+        return np.einsum("ble,ne->bln", v, self.params["x_proj_back.weight"])                # (b, L, N)
+
+    def read_out(self, states, v, C, z=None, states_back=None):
+        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N).
+        Bidirectional: + Σ_n C^b_t[n] h^b_t[e, n], states_back (b, L, E, N) (SPEC §4.12)."""
+        y = np.einsum("blen,bln->ble", states, C) + self.params["D"] * v                       # (b, L, E)
+        if states_back is not None:
+            y = y + np.einsum("blen,bln->ble", states_back, self.C_back(v))
+        return self.mix_out(y, z)                                                              # (b, L, H)
 
     def mix_out(self, y, z=None):
         """Block: out_proj(y ⊙ SiLU(z)) (b, L, H); bare: y itself."""
@@ -230,13 +258,14 @@ class S6(Layer):
         """
         # Note: initial_state is checked by the layer (a pair for block=True), not by prepare_call.
         x, lengths, tau, _ = prepare_call(self, x, lengths, integration_timesteps, None, method, check_finite)
+        check_call(self, initial_state, return_state)
         conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
-        dt, B, C = self.selection(v)
-        A_bar, gamma_bar = self.discrete_system(dt, tau)                                       # (b, L, E, N)
         # ---- the recurrence
-        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0, method=method)  # (b, L, E, N)
-        y = self.read_out(states, v, C, z)                                                     # (b, L, H)
+        states, C = self.recurrence(v, tau, h0, method)                                        # (b, L, E, N)
+        states_back = backward_states(lambda u, t: self.recurrence(u, t, None, method)[0],
+                                      v, lengths, tau) if self.bidirectional else None        # (b, L, E, N), §4.12
+        y = self.read_out(states, v, C, z, states_back)                                        # (b, L, H)
         if not return_state:
             return y
         last = np.full(x.shape[0], x.shape[1] - 1) if lengths is None else lengths - 1        # (b,)
@@ -248,6 +277,7 @@ class S6(Layer):
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)   # (b, 1, H)
         conv0, h = self.check_state(state, x.shape[0], name="state")
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
@@ -264,10 +294,13 @@ class S6(Layer):
         forward, then: (block: out_proj, the SiLU gate) → y = Σ_n C_t h_t + D v → the reverse scan (SPEC §3) →
         γ̄_t B_t v_t and the discretisation at the selective Δ_t → softplus → dt_proj, x_proj → v (block: SiLU,
         the causal conv1d, in_proj) → x. The initial state's gradient has the state's form (a pair for block).
+        Bidirectional: x_proj_back (the read-out C^b_t), and `backward_direction_vjp`'s G_A, G_Δt, G_drive added
+        to the forward direction's (SPEC §4.12, §11).
         """
+        check_call(self, initial_state, False)                                                 # bidirectional: no h0
         grad_y, x, lengths, tau, _ = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, None)
         conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
-        p, r, N, E, K = self.params, self.dt_rank, self.d_state, self.d_inner, self.d_conv
+        p, r, N = self.params, self.dt_rank, self.d_state
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
         x_dbl = contract("ble,fe->blf", v, p["x_proj.weight"])                                 # (b, L, r + 2N)
         dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + N], x_dbl[..., r + N:]
@@ -277,26 +310,31 @@ class S6(Layer):
         drive = B[:, :, None, :] * v[..., None]                                                # (b, L, E, N)
         states = diagonal_states(A, dt[..., None], self.discretization, tau, drive, h0)        # (b, L, E, N)
         y_ssm = contract("blen,bln->ble", states, C) + p["D"] * v                              # (b, L, E)
+        if self.bidirectional:          # + Σ_n C^b_t h^b_t, C^b_t = v_t·x_proj_backᵀ; A, Δ_t, B_t shared (SPEC §4.12)
+            states_back = backward_direction_states(A, dt[..., None], self.discretization, tau, drive, lengths)  # (b, L, E, N)
+            C_back = contract("ble,ne->bln", v, p["x_proj_back.weight"])                       # (b, L, N)
+            y_ssm = y_ssm + contract("blen,bln->ble", states_back, C_back)                     # (b, L, E)
         grads = {}
-        if self.block:                      # out = (y ⊙ SiLU(z))·out_projᵀ + bias
-            gate = silu(z)                                                                     # (b, L, E)
-            grads["out_proj.weight"] = contract("blh,ble->he", grad_y, y_ssm * gate)           # (H, E)
-            if "out_proj.bias" in p:
-                grads["out_proj.bias"] = grad_y.sum(axis=(0, 1))                               # (H,)
-            grad_gated = contract("blh,he->ble", grad_y, p["out_proj.weight"])                 # (b, L, E)
-            grad_z = grad_gated * y_ssm * silu_derivative(z)                                   # (b, L, E)
-            grad_y_ssm = grad_gated * gate                                                     # (b, L, E)
-        else:
-            grad_y_ssm = grad_y                                                                # (b, L, E = H)
+        # block: out = (y ⊙ SiLU(z))·out_projᵀ + bias
+        grad_y_ssm, grad_z = mix_out_vjp(p, grad_y, y_ssm, z, grads) if self.block else (grad_y, None)  # (b, L, E)
         # y = Σ_n C_t h_t + D v
         grads["D"] = contract("ble,ble->e", grad_y_ssm, v)                                     # (E,)
         grad_C = contract("ble,blen->bln", grad_y_ssm, states)                                 # (b, L, N)
         grad_states = grad_y_ssm[..., None] * C[:, :, None, :]                                 # (b, L, E, N)
         grad_A, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
             A, dt[..., None], self.discretization, tau, drive, h0, states, grad_states)        # (E, N), (b, L, E, 1), …
+        grad_v = p["D"] * grad_y_ssm                                                           # (b, L, E)
+        if self.bidirectional:          # the backward direction's adjoint runs forward in time
+            grad_C_back = contract("ble,blen->bln", grad_y_ssm, states_back)                   # (b, L, N)
+            grads["x_proj_back.weight"] = contract("bln,ble->ne", grad_C_back, v)              # (N, E)
+            grad_v = grad_v + contract("bln,ne->ble", grad_C_back, p["x_proj_back.weight"])    # (b, L, E)
+            grad_A_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
+                A, dt[..., None], self.discretization, tau, drive, lengths, states_back,
+                grad_y_ssm[..., None] * C_back[:, :, None, :])                                 # (E, N), (b, L, E, 1), …
+            grad_A, grad_dt, grad_drive = grad_A + grad_A_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
         grads["A_log"] = grad_A * A                                                            # (E, N)
         grad_B = contract("blen,ble->bln", grad_drive, v)                                      # (b, L, N)
-        grad_v = p["D"] * grad_y_ssm + contract("blen,bln->ble", grad_drive, B)                # (b, L, E)
+        grad_v = grad_v + contract("blen,bln->ble", grad_drive, B)                             # (b, L, E)
         # Δ_t = max(softplus(s), floor): softplus' = sigmoid; no gradient where the floor holds
         grad_s = grad_dt[..., 0] * expit(s) * (softplus(s) >= DT_FLOOR)                       # (b, L, E)
         grads["dt_proj.weight"] = contract("ble,blr->er", grad_s, dt_low)                      # (E, r)
@@ -308,20 +346,5 @@ class S6(Layer):
         if not self.block:
             return grad_v, parameter_gradients(self, grads), grad_h0
         # v = SiLU(c), c_t = bias + Σ_k w_k p_{t−(K−1)+k};  [p | z] = x·in_projᵀ + bias
-        L = x.shape[1]
-        windows = np.stack([p_ext[:, k:k + L] for k in range(K)], axis=2)                      # (b, L, K, E)
-        c = contract("blke,ek->ble", windows, p["conv1d.weight"][:, 0]) + p.get("conv1d.bias", 0.0)  # (b, L, E)
-        grad_c = grad_v * silu_derivative(c)                                                   # (b, L, E)
-        grads["conv1d.weight"] = contract("ble,blke->ek", grad_c, windows)[:, None, :]        # (E, 1, K)
-        if "conv1d.bias" in p:
-            grads["conv1d.bias"] = grad_c.sum(axis=(0, 1))                                     # (E,)
-        grad_p_ext = np.zeros_like(p_ext)                                                      # (b, K − 1 + L, E)
-        for k in range(K):
-            grad_p_ext[:, k:k + L] += grad_c * p["conv1d.weight"][:, 0, k]
-        grad_pz = np.concatenate([grad_p_ext[:, K - 1:], grad_z], axis=-1)                     # (b, L, 2E)
-        grads["in_proj.weight"] = contract("blf,blh->fh", grad_pz, x)                          # (2E, H)
-        if "in_proj.bias" in p:
-            grads["in_proj.bias"] = grad_pz.sum(axis=(0, 1))                                   # (2E,)
-        grad_x = contract("blf,fh->blh", grad_pz, p["in_proj.weight"])                         # (b, L, H)
-        grad_state = None if initial_state is None else (grad_p_ext[:, :K - 1], grad_h0)
-        return grad_x, parameter_gradients(self, grads), grad_state
+        grad_x, grad_conv0 = mix_in_vjp(p, grad_v, grad_z, x, p_ext, grads)                   # (b, L, H), (b, K − 1, E)
+        return grad_x, parameter_gradients(self, grads), None if initial_state is None else (grad_conv0, grad_h0)

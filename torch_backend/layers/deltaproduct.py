@@ -5,7 +5,8 @@ Gated DeltaNet with n_h Householder steps per token (gate once before the steps,
 
 A thin layer over torch_backend/layers/gated_deltanet.py: the same discrete system with n_h > 1 and the delta rule
 run on the interleaved sequence of n_h·L sub-steps ("chunkwise" by default; `chunk` counts sub-steps).
-Initialisation and argument checks: the reference's (same seed, params copied).
+Initialisation and argument checks: the reference's (same seed, params copied). bidirectional=True is Gated
+DeltaNet's (the reversed rows keep each token's n_h sub-steps in order; own query W_q_back).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gated_deltaproduct.py`, `fla/ops/gated_delta_product/naive.py`.
 Glossary: b batch, L length, H d_model, h heads, d_k / d_v per-head widths, n_h n_householder.
 """
@@ -23,11 +24,11 @@ class DeltaProduct(GatedDeltaNet):
     no_timesteps_reason = ReferenceDeltaProduct.no_timesteps_reason
 
     def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, n_householder=2, allow_neg_eigval=True,
-                 use_forget_gate=True, dt_min=DT_MIN, dt_max=DT_MAX, seed=None):
+                 use_forget_gate=True, dt_min=DT_MIN, dt_max=DT_MAX, bidirectional=False, seed=None):
         super(GatedDeltaNet, self).__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         self._take(ReferenceDeltaProduct(d_model, n_heads, d_k, d_v, n_householder, allow_neg_eigval,
-                                         use_forget_gate, dt_min, dt_max, seed=draw_seed(seed)))
+                                         use_forget_gate, dt_min, dt_max, bidirectional, seed=draw_seed(seed)))
 
     def recurrence(self, q, k, v, beta, log_alpha, initial_state, method="chunkwise", chunk=64):
         """(o (b, L, h, d_v), final state): n_h delta steps per token, the gate once before them."""

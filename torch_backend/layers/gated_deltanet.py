@@ -12,6 +12,9 @@ n_h Householder steps per token so that DeltaProduct is this layer with n_h > 1.
 Differences from the reference, each for a reason:
 * `method` defaults to "chunkwise" (the UT-transform form, all chunks' triangular solves batched, differentiable
   by autograd); the reference's default is "sequential", the definition;
+* bidirectional=True (SPEC §4.12) is the reference's design — k, v, β and the gate shared, the backward direction
+  the op-level recurrence on the reversed rows (in the call's method) with its own query W_q_back (same l2 ∘ SiLU
+  and scale), o = o^f + o^b before one RMSNorm and W_out; autograd differentiates it;
 * precision follows the parameters (float32 by default, float64 after .double()).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gated_deltanet.py`, `fla/ops/gated_delta_rule/naive.py`.
 Glossary: b batch, L length, H d_model, h heads, d_k / d_v per-head widths, n_h Householder steps;
@@ -22,6 +25,7 @@ import torch
 from reference.layers.gated_deltanet import DT_MAX, DT_MIN, GatedDeltaNet as ReferenceGatedDeltaNet
 from reference.layers.matrix_state import check_step_timestep
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from .matrix_state import (DELTA_METHODS, delta_recurrence, l2_normalize, rms_norm, sigmoid, silu, softplus,
                            split_heads, valid_steps)
@@ -38,28 +42,30 @@ class GatedDeltaNet(Layer):
     n_householder = 1
 
     def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, use_gate=True, allow_neg_eigval=False,
-                 dt_min=DT_MIN, dt_max=DT_MAX, seed=None):
+                 dt_min=DT_MIN, dt_max=DT_MAX, bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         self._take(ReferenceGatedDeltaNet(d_model, n_heads, d_k, d_v, use_gate, allow_neg_eigval, dt_min, dt_max,
-                                          seed=draw_seed(seed)))
+                                          bidirectional, seed=draw_seed(seed)))
 
     def _take(self, ref):
         """Parameters, config and sizes from the reference layer `ref`."""
         self._init_from_reference(ref)
         self.d_model, self.n_heads, self.d_k, self.d_v = ref.d_model, ref.n_heads, ref.d_k, ref.d_v
-        self.gated, self.allow_neg_eigval = ref.gated, ref.allow_neg_eigval
+        self.gated, self.allow_neg_eigval, self.bidirectional = ref.gated, ref.allow_neg_eigval, ref.bidirectional
         self.accepts_timesteps, self.scale, self.n_householder = ref.accepts_timesteps, ref.scale, ref.n_householder
 
     # --------------------------------------------------------------------- input → discrete system
-    def discrete_system(self, x, tau=None, lengths=None):
+    def discrete_system(self, x, tau=None, lengths=None, query="W_q"):
         """(q (b, L, h, d_k), k (b, n_h·L, h, d_k), v (b, n_h·L, h, d_v), β (b, n_h·L, h), log α (b, L, h) or None)
-        for x (b, L, H); sub-step rows t·n_h + j. log α_t^{τ_t} = τ_t log α_t; padded steps are identity steps."""
+        for x (b, L, H); sub-step rows t·n_h + j. log α_t^{τ_t} = τ_t log α_t; padded steps are identity steps.
+        `query` names q's projection: W_q, or W_q_back for the backward direction (SPEC §4.12)."""
         # Note: the parameters are module attributes here (self.W_q for the reference's p["W_q"]).
         (batch, L, _), n_h = x.shape, self.n_householder
         valid = valid_steps(lengths, batch, L, x)                                          # (b, L)
         valid_sub = torch.repeat_interleave(valid, n_h, dim=1)[..., None]                  # (b, n_h·L, 1)
-        q = l2_normalize(split_heads(silu(torch.einsum("od,bld->blo", self.W_q, x)), self.n_heads))   # (b, L, h, d_k)
+        W_q = getattr(self, query)                                                         # (h·d_k, H)
+        q = l2_normalize(split_heads(silu(torch.einsum("od,bld->blo", W_q, x)), self.n_heads))   # (b, L, h, d_k)
         k = l2_normalize(silu(torch.einsum("od,bld->blo", self.W_k, x)).reshape(batch, n_h * L, self.n_heads, -1))
         k = k * valid_sub[..., None]                                                       # (b, n_h·L, h, d_k)
         v = silu(torch.einsum("od,bld->blo", self.W_v, x)).reshape(batch, n_h * L, self.n_heads, -1)  # (b, n_h·L, h, d_v)
@@ -88,16 +94,23 @@ class GatedDeltaNet(Layer):
         SPEC §4.11.3–§4.11.6 (see the reference's docstring). x: real (b, L, H); lengths: (b,) ints (identity
         steps after len); integration_timesteps τ: (b, L) >= 0, decay α^τ (gated only); initial_state:
         (b, h, d_k, d_v); method: one of `methods`; chunk: for "chunkwise".
+        Bidirectional (SPEC §4.12): o^b from the reversed rows with W_q_back, added to o before the read-out.
         Note: method defaults to "chunkwise"; the reference defaults to "sequential", the definition.
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         q, k, v, beta, log_alpha = self.discrete_system(x, tau, lengths)
         o, state = self.recurrence(q, k, v, beta, log_alpha, h0, method=method, chunk=chunk)
+        if self.bidirectional:
+            o = o + backward_states(lambda u, t: self.recurrence(
+                *self.discrete_system(u, t, lengths, query="W_q_back"), None, method=method, chunk=chunk)[0],
+                x, lengths, tau)                                                           # (b, L, h, d_v)
         y = self.read_out(o)                                                               # (b, L, H)
         return (y, state) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+        refuse_streaming(self, "step")
         check_step_timestep(self, integration_timestep)
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, tuple(self.init_state(x.shape[0]).shape), self.dtype, name="state", like=self)

@@ -10,6 +10,9 @@ Initialisation and argument checks: the reference's (the reference layer is buil
 params copied). Differences from the reference, each for a reason:
 * `method` defaults to "chunkwise" (the parallel form, differentiable by autograd); the reference's default is
   "sequential", the definition;
+* bidirectional=True (SPEC §4.12) is the reference's design — k, v, the gates shared, the backward direction the
+  op-level recurrence on the reversed rows (in the call's method) with its own query W_q_back, o = o^f + o^b
+  before one RMSNorm and W_out; autograd differentiates it;
 * precision follows the parameters (float32 by default, float64 after .double()); value checks follow
   `check_finite` (see torch_backend/layers/_checks.py).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/layers/gla.py`, `fla/ops/gla/naive.py`.
@@ -21,6 +24,7 @@ import torch
 from reference.layers.gla import GLA as ReferenceGLA
 from reference.layers.matrix_state import check_step_timestep
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from .matrix_state import GLA_METHODS, gla_recurrence, logsigmoid, rms_norm, split_heads, valid_steps
 
@@ -35,22 +39,27 @@ class GLA(Layer):
     no_fft_reason = ReferenceGLA.no_fft_reason
 
     def __init__(self, d_model, n_heads=4, d_k=None, d_v=None, use_gate=True, gate_logit_normalizer=16,
-                 gate_low_rank_dim=16, seed=None):
+                 gate_low_rank_dim=16, bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         ref = ReferenceGLA(d_model, n_heads, d_k, d_v, use_gate, gate_logit_normalizer, gate_low_rank_dim,
-                           seed=draw_seed(seed))
+                           bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.n_heads, self.d_k, self.d_v = ref.d_model, ref.n_heads, ref.d_k, ref.d_v
         self.use_gate, self.accepts_timesteps, self.scale = ref.use_gate, ref.accepts_timesteps, ref.scale
+        self.bidirectional = ref.bidirectional
 
     # --------------------------------------------------------------------- input → discrete system
-    def discrete_system(self, x, tau=None, lengths=None):
+    def query(self, x, name="W_q"):
+        """q (b, L, h, d_k) = W x split into heads, W = W_q (forward) or W_q_back (the backward read-out)."""
+        return split_heads(torch.einsum("od,bld->blo", getattr(self, name), x), self.n_heads)   # (b, L, h, d_k)
+
+    def discrete_system(self, x, tau=None, lengths=None, query="W_q"):
         """(q, k (b, L, h, d_k), v (b, L, h, d_v), log α (b, L, h, d_k) or None) for x (b, L, H): log α_t^{τ_t} =
-        τ_t log α_t; steps t >= len are identity steps (k = 0, log α = 0)."""
+        τ_t log α_t; steps t >= len are identity steps (k = 0, log α = 0). `query` names q's projection."""
         # Note: the parameters are module attributes here (self.W_q for the reference's p["W_q"]).
         valid = valid_steps(lengths, x.shape[0], x.shape[1], x)[..., None, None]          # (b, L, 1, 1)
-        q = split_heads(torch.einsum("od,bld->blo", self.W_q, x), self.n_heads)            # (b, L, h, d_k)
+        q = self.query(x, query)                                                           # (b, L, h, d_k)
         k = split_heads(torch.einsum("od,bld->blo", self.W_k, x), self.n_heads) * valid    # (b, L, h, d_k)
         v = split_heads(torch.einsum("od,bld->blo", self.W_v, x), self.n_heads)            # (b, L, h, d_v)
         if not self.use_gate:
@@ -73,16 +82,23 @@ class GLA(Layer):
         SPEC §4.11.1–§4.11.2 (Yang et al. 2024; see the reference's docstring). x: real (b, L, H); lengths: (b,)
         ints (identity steps after len); integration_timesteps τ: (b, L) >= 0, decay α^τ (use_gate only);
         initial_state: (b, h, d_k, d_v); method: one of `methods`; chunk: steps per chunk for "chunkwise".
+        Bidirectional (SPEC §4.12): o^b from the reversed rows with W_q_back, added to o before the read-out.
         Note: method defaults to "chunkwise"; the reference defaults to "sequential", the definition.
         """
         x, lengths, tau, h0 = prepare_call(self, x, lengths, integration_timesteps, initial_state, method, check_finite)
+        check_call(self, initial_state, return_state)
         q, k, v, log_alpha = self.discrete_system(x, tau, lengths)
         o, state = gla_recurrence(q, k, v, log_alpha, h0, scale=self.scale, method=method, chunk=chunk)
+        if self.bidirectional:
+            o = o + backward_states(lambda u, t: gla_recurrence(
+                *self.discrete_system(u, t, lengths, query="W_q_back"), scale=self.scale, method=method,
+                chunk=chunk)[0], x, lengths, tau)                                          # (b, L, h, d_v)
         y = self.read_out(o)                                                               # (b, L, H)
         return (y, state) if return_state else y
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+        refuse_streaming(self, "step")
         check_step_timestep(self, integration_timestep)
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         state = check_state(state, tuple(self.init_state(x.shape[0]).shape), self.dtype, name="state", like=self)

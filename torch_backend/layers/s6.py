@@ -10,13 +10,18 @@ SiLU → S6 → ⊙ SiLU(z) → out_proj) with mamba_ssm's parameter names, so i
 (b, E, N); block the pair (conv state (b, d_conv − 1, E), h (b, E, N)). Initialisation and argument checks:
 the reference's (same seed, same values, same errors). softplus is logaddexp(0, z), as in the reference
 (torch's F.softplus switches to the identity above 20).
+Bidirectional (SPEC §4.12), as the reference: only the SSM runs both ways; A_log, Δ_t, B_t (x_proj, dt_proj) and,
+for the block, in_proj, the causal conv and the gate z are shared; the backward direction is the forward SSM on
+each row's reversed valid prefix of v with the reversed gaps, read out by C^b_t = v_t·x_proj_backᵀ (N, E) with
+D := 0, and its output reversed back: y_t = Σ_n C_t h^f_t + Σ_n C^b_t h^b_t + D v_t, then mix_out.
 
 Differences from the reference, each for a reason:
 * precision follows the parameters (float32 by default, float64 after .double());
 * `method` defaults to "auto": on CPU the fused Numba kernel `reference.kernels.selective` as the custom op
   `lrnn_spec::selective_scan` (torch_backend/selective.py: no (b, L, E, N) array, recomputing backward; also
   `method="fused"`), elsewhere the chunked scan of torch_backend/scan.py on Ā_t and γ̄_t B_t v_t; the
-  reference's default is "sequential", the definition;
+  reference's default is "sequential", the definition; bidirectional runs its backward direction through the
+  same path (the fused op on the reversed v, Δ_t, B_t, C^b_t), so it never builds h^b either;
 * value checks follow `check_finite` and are skipped while torch.compile traces.
 
 Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
@@ -30,6 +35,7 @@ from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
 from ..selective import selective_scan
 from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 
 
@@ -53,14 +59,15 @@ class S6(Layer):
 
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
                  dt_scale=1.0, dt_init_floor=1e-4, discretization="exp_euler", block=False, expand=None,
-                 d_conv=None, conv_bias=None, bias=None, seed=None):
+                 d_conv=None, conv_bias=None, bias=None, bidirectional=False, seed=None):
         super().__init__()
         # Note: the reference validates the arguments (same errors) and draws the parameters (same seed, same values).
         ref = ReferenceS6(d_model, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, discretization,
-                          block, expand, d_conv, conv_bias, bias, seed=draw_seed(seed))
+                          block, expand, d_conv, conv_bias, bias, bidirectional, seed=draw_seed(seed))
         self._init_from_reference(ref)
         self.d_model, self.d_state, self.discretization = ref.d_model, ref.d_state, ref.discretization
         self.block, self.d_inner, self.dt_rank, self.d_conv = ref.block, ref.d_inner, ref.dt_rank, ref.d_conv
+        self.bidirectional = ref.bidirectional
 
     # --------------------------------------------------------------------- input → selective system
     def mix_in(self, x, conv_state=None):
@@ -95,9 +102,32 @@ class S6(Layer):
         A = -torch.exp(self.A_log)                                                             # (E, N)
         return discretize(A, dt[..., None], self.discretization, tau, check_values=check_values)   # (b, L, E, N)
 
-    def read_out(self, states, v, C, z=None):
-        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N)."""
-        return self.mix_out(torch.einsum("blen,bln->ble", states, C) + self.D * v, z)         # (b, L, H)
+    def C_back(self, v):
+        """The backward read-out C^b_t = v_t·x_proj_backᵀ: v (b, L, E) → (b, L, N) (SPEC §4.12)."""
+        return torch.einsum("ble,ne->bln", v, self.x_proj_back.weight)                        # (b, L, N)
+
+    def backward_direction(self, v, tau, lengths, method, fused, check_values=True):
+        """Σ_n C^b_t[n] h_t[e, n] (b, L, E): the forward SSM of v (b, L, E) (the reversed prefixes, with the reversed
+        gaps τ) from a zero state, read out by C^b_t with no D term (SPEC §4.12); by the fused op when `fused`,
+        else by the scan `method`.
+        Note: the reference's backward direction is its `recurrence` (states); here the read-out comes with it,
+        because the fused op returns Σ_n C_t h_t + D v_t and never the states (D := 0 drops its D term)."""
+        dt, B, _ = self.selection(v)
+        C_back = self.C_back(v)                                                                # (b, L, N)
+        if fused:
+            return selective_scan(v, dt, -torch.exp(self.A_log), B, C_back, torch.zeros_like(self.D), tau, None,
+                                  lengths, self.discretization)[0]                             # (b, L, E)
+        A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_values)           # (b, L, E, N)
+        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], None,
+                      method="chunked" if method == "auto" else method)                       # (b, L, E, N)
+        return torch.einsum("blen,bln->ble", states, C_back)                                  # (b, L, E)
+
+    def read_out(self, states, v, C, z=None, y_back=None):
+        """y_t[e] = Σ_n C_t[n] h_t[e, n] + D[e] v_t[e], then mix_out. states (b, L, E, N).
+        Bidirectional: + y_back (b, L, E), the backward direction already read out (SPEC §4.12).
+        Note: the reference takes the backward states; here their read-out, the form the fused op returns."""
+        y = torch.einsum("blen,bln->ble", states, C) + self.D * v                              # (b, L, E)
+        return self.mix_out(y if y_back is None else y + y_back, z)                           # (b, L, H)
 
     def mix_out(self, y, z=None):
         """Block: out_proj(y ⊙ SiLU(z)) (b, L, H); bare: y itself."""
@@ -138,14 +168,18 @@ class S6(Layer):
         """
         # Note: initial_state is checked by the layer (a pair for block=True), not by prepare_call.
         x, lengths, tau, _ = prepare_call(self, x, lengths, integration_timesteps, None, method, check_finite)
+        check_call(self, initial_state, return_state)
         conv0, h0 = (None, None) if initial_state is None else self.check_state(initial_state, x.shape[0])
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
         dt, B, C = self.selection(v)
-        if method == "fused" or (method == "auto" and x.device.type == "cpu"):
+        fused = method == "fused" or (method == "auto" and x.device.type == "cpu")
+        y_back = backward_states(lambda u, t: self.backward_direction(u, t, lengths, method, fused, check_finite),
+                                 v, lengths, tau) if self.bidirectional else None             # (b, L, E), §4.12
+        if fused:
             # Note: a fast path (the fused Numba op; no (b, L, E, N) array), tested equal to the lines below.
             y_ssm, states_at = selective_scan(v, dt, -torch.exp(self.A_log), B, C, self.D, tau, h0, lengths,
                                               self.discretization)                           # (b, L, E), (b, E, N)
-            y = self.mix_out(y_ssm, z)                                                         # (b, L, H)
+            y = self.mix_out(y_ssm if y_back is None else y_ssm + y_back, z)                  # (b, L, H)
             if not return_state:
                 return y
         else:
@@ -153,7 +187,7 @@ class S6(Layer):
             # ---- the recurrence
             states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0,
                           method="chunked" if method == "auto" else method)                   # (b, L, E, N)
-            y = self.read_out(states, v, C, z)                                                 # (b, L, H)
+            y = self.read_out(states, v, C, z, y_back)                                         # (b, L, H)
             if not return_state:
                 return y
             states_at = states[torch.arange(x.shape[0], device=x.device), self.last_steps(x, lengths)]   # (b, E, N)
@@ -165,6 +199,7 @@ class S6(Layer):
 
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
+        refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
         conv0, h = self.check_state(state, x.shape[0], name="state")
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
