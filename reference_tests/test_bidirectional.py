@@ -12,8 +12,9 @@ Configs come from `parity_tests.strategies.LAYER_CONFIGS` with bidirectional=Tru
 * time-invariant layers: the two-sided kernel (2L − 1, ...) applied by a direct sum == the scan == method="fft";
 * τ ≡ 1 == no τ; the forward parameters of a seed do not change with the option;
 * the reversed-gaps rule on a worked example; errors: step, initial_state, return_state, a non-bool option;
-* S5 against the official code's bidirectional convention (C̃ (H, 2P) over the concatenated states; a
-  re-derivation from its documented formula, not golden vectors: no JAX here to run the upstream code).
+* S5 against the official code's bidirectional convention (C̃ (H, 2P) over the concatenated states), re-derived
+  from its formula for random configs; the official code's own outputs (golden vectors, float64 under JAX) are
+  checked in parity_tests/test_golden_s5_bidirectional.py.
 """
 import inspect
 
