@@ -300,11 +300,12 @@ def counted(inner):
     return run
 
 
-def check(actual, expected, *, dtype, subject, prop, row=None, detail=""):
+def check(actual, expected, *, dtype, subject, prop, row=None, detail="", propagated=None):
     """Compare a backend result with the reference under the table tolerance (tolerances.allowed_error) for
     `row` (default: the dtype's), record the worst error in the report, and fail with a readable message
     naming subject, property, dtype (and `detail`, e.g. the drawn discretisation). A tuple `expected` (a state
-    made of several arrays) is compared element by element, `prop` naming the element."""
+    made of several arrays) is compared element by element, `prop` naming the element. `propagated`: the bound a
+    read-out carries to each element (tolerances.allowed_error), for the scaled (float32) row."""
     if isinstance(expected, tuple):
         if not isinstance(actual, (tuple, list)) or len(actual) != len(expected):
             raise AssertionError(f"{subject} / {prop} / {dtype}: expected a tuple of {len(expected)} arrays, got "
@@ -318,7 +319,7 @@ def check(actual, expected, *, dtype, subject, prop, row=None, detail=""):
         raise AssertionError(f"{where}: shape {actual.shape} != reference {expected.shape}")
     row = row or dtype
     tol = tolerance(row)
-    allowed = allowed_error(expected, row)
+    allowed = allowed_error(expected, row, propagated)
     error = np.abs(actual - expected)
     finite = np.isfinite(actual) | ~np.isfinite(expected)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -329,6 +330,8 @@ def check(actual, expected, *, dtype, subject, prop, row=None, detail=""):
     REPORT.record(subject, prop, row_name(dtype), ratio, float(np.max(error)) if expected.size else 0.0)
     if not ratio <= 1:
         scaled = f" × max|reference| ({np.max(np.abs(expected)):.3g})" if row_name(row) in SCALED_ROWS else ""
+        if scaled and propagated is not None:
+            scaled += " or × the read-out's propagated bound where larger"
         index = np.unravel_index(np.argmax(np.where(finite, ratios, np.inf)), error.shape)
         raise AssertionError(
             f"{where}: backend differs from the reference by {error[index]:.3g} at index "

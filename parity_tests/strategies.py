@@ -115,6 +115,9 @@ class LayerConfig:
                                       # chunk in one matrix product, so a NaN reaches the chunk's earlier outputs)
     variant_of: str = None            # a registry name: this entry is a variant of that layer (its configs fix an
                                       # option, e.g. block=True), a subject of its own built by that class
+    readout_bound: Callable = None    # (reference layer, run) -> (run()'s result, (b, L, H) bound): the float32
+                                      # §8 bound of the state path's output carried through a non-linear read-out
+                                      # (e.g. `rms_norm_readout_bound`); None: y is held to the table as it is
     conv_window: bool = False         # the state carries a causal convolution's window of past inputs (a block's
                                       # conv), which moves with the event index: a zero gap does not hold it, and
                                       # feeding the gates it does not enter affinely
@@ -479,13 +482,39 @@ def _deltaproduct_configs(draw):
     return {**config, "n_householder": draw(st.integers(1, 3)), "use_forget_gate": True}
 
 
+def rms_norm_readout_bound(layer, run):
+    """(run(), the bound (b, L, H)) for a matrix-state layer y = W_out·concat_h RMSNorm(o_h) (SPEC §4.11.0).
+
+    SPEC §4.11.7 budgets the float32 error of the heads' outputs o (≈ atol·max|o|); the per-head RMSNorm
+    n = o/sqrt(mean(o²) + eps) ⊙ w has |∂n/∂o| <= |w|/rms, so a head whose output is near 0 magnifies that error
+    by up to max|o|/sqrt(eps). Carried to y: bound[b, l, i] = max|o| · Σ_{h,d} |W_out[i, (h, d)]|·|w_d| / rms[b, l, h]
+    (the o-level budget times the read-out's Jacobian bound, element by element; where the norm is well
+    conditioned this is about max|y| and the table is unchanged). `run` calls the layer; its `read_out(o)` is
+    observed to get o."""
+    captured = []
+    read_out = layer.read_out
+    layer.read_out = lambda o: captured.append(o) or read_out(o)
+    try:
+        result = run()
+    finally:
+        del layer.read_out
+    o = captured[0]                                                                      # (b, L, h, d_v)
+    rms = np.sqrt(np.mean(o * o, axis=-1) + 1e-5)                                        # (b, L, h)
+    h, d_v = o.shape[2], o.shape[3]
+    W = np.abs(layer.params["W_out"]).reshape(-1, h, d_v) * np.abs(layer.params["norm_weight"])   # (H, h, d_v)
+    return result, np.max(np.abs(o)) * np.einsum("ihd,blh->bli", W, 1.0 / rms)          # (b, L, H)
+
+
 # Input-dependent transitions and a quadratic read-out (q_t·k_s): no linearity, no kernel view, no D term;
 # reference_tests/test_matrix_state.py checks the SPEC's reductions, invariants and regression values instead.
 LAYER_CONFIGS["GLA"] = LayerConfig(_gla_configs, linear=False, input_dependent=True, feedthrough=(),
+                                   readout_bound=rms_norm_readout_bound,
                                    slow_decay={"gate_logit_normalizer": 1000.0}, nan_causal=False)
 LAYER_CONFIGS["GatedDeltaNet"] = LayerConfig(_gated_deltanet_configs, linear=False, input_dependent=True,
+                                             readout_bound=rms_norm_readout_bound,
                                              feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4},
                                              additive_input=False, nan_causal=False)
 LAYER_CONFIGS["DeltaProduct"] = LayerConfig(_deltaproduct_configs, linear=False, input_dependent=True,
+                                            readout_bound=rms_norm_readout_bound,
                                             feedthrough=(), slow_decay={"dt_min": 1e-4, "dt_max": 2e-4},
                                             additive_input=False, nan_causal=False)

@@ -2,7 +2,9 @@
 
 Each property builds a reference layer from a hypothesis-drawn config and seed, moves its parameters to the
 backend with `from_reference`, runs both on the same input, and compares under the tolerance table for the
-dtype (float64 tight, float32 scaled by max|y|; a declared float32 accumulator holds float64 to the float32 row).
+dtype (float64 tight, float32 scaled by max|y|; a declared float32 accumulator holds float64 to the float32 row;
+a layer with a `readout_bound` hook — the matrix-state layers' per-head RMSNorm — has the float32 bound of its
+state path's output carried through the read-out's Jacobian, element by element).
 Properties apply to the layers whose LayerConfig flags allow them (parametrized, never skipped inside):
 
 * forward; forward with τ (layers taking timesteps); lengths + initial state + final state; step by step;
@@ -72,12 +74,18 @@ def draw_case(data, name, *, max_len=40, events=False, overrides=None, backend=N
     return config, x, tau, rng
 
 
+def reference_output(name, reference, run):
+    """(run(), the bound its read-out propagates (b, L, H) or None): the layer's `readout_bound` hook, if any."""
+    hook = LAYER_CONFIGS[name].readout_bound if name in LAYER_CONFIGS else None
+    return (run(), None) if hook is None else hook(reference, run)
+
+
 def forward_parity(backend, dtype, name, config, x, prop, reference, module, tau=None, method=None):
-    expected = reference(x, integration_timesteps=tau)
+    expected, propagated = reference_output(name, reference, lambda: reference(x, integration_timesteps=tau))
     kwargs = {} if method is None else {"method": method}
     actual = module(backend.to(x, dtype), integration_timesteps=backend.to(tau, dtype), **kwargs)
     check(backend.to_numpy(actual), expected, dtype=dtype, row=backend.row(dtype), subject=name, prop=prop,
-          detail=describe(config))
+          detail=describe(config), propagated=propagated)
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -106,13 +114,14 @@ def test_lengths_initial_state_and_final_state(backend, dtype, name, data):
     reference, module = build(backend, name, config, dtype)
     lengths = lengths_vector(rng, x.shape[0], x.shape[1])
     state = random_state(rng, reference.init_state(x.shape[0]))
-    y, final = reference(x, lengths, tau, initial_state=state, return_state=True)
+    (y, final), propagated = reference_output(
+        name, reference, lambda: reference(x, lengths, tau, initial_state=state, return_state=True))
     y_b, final_b = module(backend.to(x, dtype), backend.to(lengths, dtype), backend.to(tau, dtype),
                           initial_state=backend.to(backend.state_in(reference, state), dtype), return_state=True)
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]                       # (b, L)
     row, detail = backend.row(dtype), describe(config)
     check(backend.to_numpy(y_b)[valid], y[valid], dtype=dtype, row=row, subject=name,
-          prop="forward with lengths, h0", detail=detail)
+          prop="forward with lengths, h0", detail=detail, propagated=None if propagated is None else propagated[valid])
     check(backend.state_out(reference, backend.to_numpy(final_b)), final, dtype=dtype, row=row, subject=name,
           prop="final state", detail=detail)
 
@@ -123,7 +132,7 @@ def test_lengths_initial_state_and_final_state(backend, dtype, name, data):
 def test_step_by_step(backend, dtype, name, data):
     config, x, tau, _ = draw_case(data, name, max_len=12, events=True, backend=backend)
     reference, module = build(backend, name, config, dtype)
-    expected = reference(x, integration_timesteps=tau)
+    expected, propagated = reference_output(name, reference, lambda: reference(x, integration_timesteps=tau))
     state, outputs = module.init_state(x.shape[0]), []
     zero = backend.state_in(reference, reference.init_state(x.shape[0]))
     check(backend.to_numpy(state), zero, dtype=dtype, subject=name, prop="init_state", detail=describe(config))
@@ -132,7 +141,7 @@ def test_step_by_step(backend, dtype, name, data):
         y_t, state = module.step(backend.to(x[:, t], dtype), state, tau_t)
         outputs.append(backend.to_numpy(y_t))
     check(np.stack(outputs, axis=1), expected, dtype=dtype, row=backend.row(dtype), subject=name, prop="step",
-          detail=describe(config))
+          detail=describe(config), propagated=propagated)
 
 
 @pytest.mark.parametrize("name", TIME_INVARIANT)

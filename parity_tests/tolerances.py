@@ -42,14 +42,21 @@ def tolerance(dtype):
     return TOLERANCES[row_name(dtype)]
 
 
-def allowed_error(expected, dtype="float64"):
-    """The allowed |actual − expected| per element of `expected` under the table row of `dtype` (SPEC §8)."""
+def allowed_error(expected, dtype="float64", propagated=None):
+    """The allowed |actual − expected| per element of `expected` under the table row of `dtype` (SPEC §8).
+
+    propagated (scaled rows only): an array broadcastable to `expected`, the bound carried to each element by a
+    read-out the layer applies after its state path (e.g. the matrix-state layers' per-head RMSNorm, see
+    strategies.rms_norm_readout_bound): the row's atol then scales with max(max|expected|, propagated), so the
+    §8 bound holds where the state path is computed and is carried through the read-out's Jacobian."""
     expected = np.abs(np.asarray(expected))
     tol = tolerance(dtype)
     scale = 1.0
     if row_name(dtype) in SCALED_ROWS:
         # max|y| exactly; the smallest normal float32 only keeps an all-zero reference from dividing by zero
         scale = max(float(np.max(expected)) if expected.size else 0.0, float(np.finfo(np.float32).tiny))
+        if propagated is not None:
+            scale = np.maximum(scale, propagated)
     elif row_name(dtype) in FLOORED_ROWS:
         scale = max(float(np.max(expected)) if expected.size else 0.0, 1.0)
     return tol["atol"] * scale + tol["rtol"] * expected
