@@ -24,14 +24,14 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 """
 import numpy as np
 
-from ..backward import (backward_direction_states, backward_direction_vjp, complex_pair, contract, diagonal_states,
-                        diagonal_states_vjp, parameter_gradients, prepare_vjp)
-from ..discretize import METHODS, discretize
+from ..backward import complex_pair, contract, parameter_gradients, prepare_vjp
+from ..discretize import METHODS, discretize, discretize_vjp
 from ..init import check_dt_range, hippo_legs, hippo_n_diagonalization, log_uniform_dt
+from ..kernels.adjoint import depthwise_scan_vjp_fused
 from ..scan import scan
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
-                             two_sided_kernel)
+                             reverse_within, reversed_gaps, two_sided_kernel)
 from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
@@ -188,8 +188,9 @@ class S4D(Layer):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, H, N) complex or None).
 
         grad_y: ∂loss/∂y (b, L, H) (ignored at padded positions); other arguments as in __call__.
-        Re-runs the recurrence, then: read-out → reverse scan (SPEC §3) → B u and the discretisation
-        → log_A_re, A_im, log_dt, B, C, D.
+        Discretises, then the recurrence's adjoint (read-out → reverse scan of SPEC §3 → B u), whose definition is
+        `reference.backward.depthwise_scan_vjp`, runs as its fused fast path (`reference.kernels.adjoint`, tested
+        equal to it); then the discretisation → log_A_re, A_im, log_dt, B, C, D.
         """
         check_call(self, initial_state, False)                                         # bidirectional: no h0
         grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
@@ -197,25 +198,29 @@ class S4D(Layer):
         Lambda = -np.exp(p["log_A_re"]) + 1j * p["A_im"]                                   # (H, N)
         dt = np.exp(p["log_dt"])[:, None]                                                  # (H, 1)
         B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]                      # (H, N)
-        drive = contract("hn,blh->blhn", B, x)                                            # (b, L, H, N)
-        states = diagonal_states(Lambda, dt, method, tau, drive, h0)                       # (b, L, H, N)
-        # y = 2 Re Σ_n C x_t + D u_t
-        grads = complex_pair("C", self.kappa * contract("blh,blhn->hn", grad_y, np.conj(states)))  # (H, N)
-        grads["D"] = contract("blh,blh->h", grad_y, x)                                     # (H,)
-        grad_states = self.kappa * contract("hn,blh->blhn", np.conj(C), grad_y)           # (b, L, H, N)
-        grad_Lambda, grad_dt, grad_drive, grad_h0 = diagonal_states_vjp(
-            Lambda, dt, method, tau, drive, h0, states, grad_states)                        # (H, N), (H, 1), …
+        # x_t = Ā x_{t−1} + γ̄ B u_t,  y = 2 Re Σ_n C x_t + D u_t
+        Lambda_bar, gamma_bar = discretize(Lambda, dt, method, tau)                        # (H, N) or (b, L, H, N)
+        grad_Lambda_bar, grad_gamma_bar, grad_B, grad_C, grad_x, grad_h0 = depthwise_scan_vjp_fused(
+            Lambda_bar, gamma_bar, B, C, self.kappa, x, grad_y, h0)                         # …, (b, L, H), (b, H, N)
+        grad_Lambda, grad_dt = discretize_vjp(Lambda, dt, method, tau, grad_Lambda_bar, grad_gamma_bar)
+        grads = complex_pair("C", grad_C)                                                  # (H, N)
         if self.bidirectional:          # + 2 Re Σ_n C_back h^b_t: shared λ, B, Δ (SPEC §4.12)
-            states_back = backward_direction_states(Lambda, dt, method, tau, drive, lengths)   # (b, L, H, N)
-            C_back = p["C_back_re"] + 1j * p["C_back_im"]                                  # (H, N)
-            grads.update(complex_pair("C_back", self.kappa * contract("blh,blhn->hn", grad_y, np.conj(states_back))))
-            grad_back, grad_dt_back, grad_drive_back = backward_direction_vjp(
-                Lambda, dt, method, tau, drive, lengths, states_back,
-                self.kappa * contract("hn,blh->blhn", np.conj(C_back), grad_y))
-            grad_Lambda, grad_dt, grad_drive = grad_Lambda + grad_back, grad_dt + grad_dt_back, grad_drive + grad_drive_back
+            # the backward direction is the same recurrence on each row's reversed valid prefix with the reversed
+            # gaps; a reversal within lengths is its own inverse
+            tau_back = reversed_gaps(tau, lengths)                                         # (b, L) or None
+            Lambda_bar, gamma_bar = discretize(Lambda, dt, method, tau_back)               # (H, N) or (b, L, H, N)
+            grad_Lambda_bar, grad_gamma_bar, grad_B_back, grad_C_back, grad_x_back, _ = depthwise_scan_vjp_fused(
+                Lambda_bar, gamma_bar, B, p["C_back_re"] + 1j * p["C_back_im"], self.kappa,
+                reverse_within(x, lengths), reverse_within(grad_y, lengths))
+            grad_Lambda_back, grad_dt_back = discretize_vjp(Lambda, dt, method, tau_back, grad_Lambda_bar,
+                                                            grad_gamma_bar)
+            grads.update(complex_pair("C_back", grad_C_back))                             # (H, N)
+            grad_Lambda, grad_dt = grad_Lambda + grad_Lambda_back, grad_dt + grad_dt_back
+            grad_B, grad_x = grad_B + grad_B_back, grad_x + reverse_within(grad_x_back, lengths)
+        grads["D"] = contract("blh,blh->h", grad_y, x)                                     # (H,)
         grads["log_A_re"] = -np.exp(p["log_A_re"]) * grad_Lambda.real                       # (H, N)
         grads["A_im"] = grad_Lambda.imag                                                    # (H, N)
         grads["log_dt"] = (grad_dt * dt)[:, 0]                                              # (H,)
-        grads.update(complex_pair("B", contract("blhn,blh->hn", grad_drive, x)))           # (H, N)
-        grad_x = contract("blhn,hn->blh", grad_drive, np.conj(B)).real + p["D"] * grad_y   # (b, L, H)
+        grads.update(complex_pair("B", grad_B))                                            # (H, N)
+        grad_x = grad_x + p["D"] * grad_y                                                   # (b, L, H)
         return grad_x, parameter_gradients(self, grads), grad_h0
