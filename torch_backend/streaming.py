@@ -24,8 +24,13 @@ Requirements, each a ValueError naming the block: every mixer has `step` and is 
 bidirectional); dropout is inactive (evaluation mode, or p = 0).
 
 Differences from the reference, each for a reason: the blocks are the model's modules (mixer, LayerNorm,
-head); the event's τ is converted to the model's dtype and device; the mixers' data checks are skipped on
-the blocks (the event was validated once, at the top), as in `Classifier.forward`.
+head); the event's τ is converted to the model's dtype and device. Each block's mixer checks its event and
+state as a direct `step` call does (the mixers of torch_backend/layers read finiteness with one min/max
+reduction, `check_step`, so the checks allocate nothing state-sized).
+
+Memory per event (torch, evaluation mode without autograd): each mixer's parameter-derived arrays are kept
+between events (`Layer._cached`), so a step allocates the mixer states it forms (committed or flushed) and a
+few (b, H) activation vectors per block; `python -m benchmarks.streaming` measures the ratio to the state.
 
 Glossary (SPEC §1): b batch, H d_model; s stride of a pooling stage.
 """

@@ -4,6 +4,11 @@
 nn.Parameters with the same (dotted) names, so `state_dict()` keys equal the reference params keys and
 the exchange with the reference is exact in float64 (SPEC §7). Subclasses register themselves with
 `torch_backend.exchange`, which finds the torch twin of a reference layer by class name.
+
+Streaming (`step`, one event at a time) has two helpers here: `Layer._cached` keeps the parameter-derived
+arrays of a layer (discretised Λ̄, complex B and C, …) between events while autograd is off, and
+`check_step` validates an event and a state without state-sized temporaries, so that a step allocates
+little more than the new state it returns (benchmarks/streaming.py measures it).
 """
 import json
 import types
@@ -13,7 +18,7 @@ import torch
 
 from reference.layers._base import check_params, read_saved
 from ..exchange import register_torch_class
-from ._checks import _dtype_device, complex_dtype
+from ._checks import _dtype_device, check_state, check_step_input, complex_dtype
 
 
 def draw_seed(seed):
@@ -150,6 +155,31 @@ class Layer(torch.nn.Module):
         config, params = read_saved(path, cls.reference_class)
         return cls.from_params(config, params, dtype=dtype, device=device)
 
+    # --------------------------------------------------------------------- parameter-derived arrays (streaming)
+    def _cached(self, name, build):
+        """`build()`, kept between calls while autograd is off: the parameter-derived, τ-independent arrays
+        of `step` and `read_out` (discretised Λ̄, complex B and C, …) are formed once, not on every event.
+
+        The entry is keyed on the version counter and storage of every parameter and buffer, so an in-place
+        change (an optimiser step, `load_params`, `p.add_(…)` under no_grad) rebuilds it, and `.to()`,
+        `.double()` or `.cuda()` drop it (`_apply`). With autograd on (training, or gradients through a
+        stream) nothing is kept and nothing is read: the arrays must join this call's graph. Changes made
+        through `p.data` bypass the version counter, as they bypass autograd's own checks, and are not seen.
+        Note: torch only; the reference re-forms the arrays on every call (NumPy has no version counters)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return build()
+        key = tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
+        cache = self.__dict__.setdefault("_derived", {})
+        entry = cache.get(name)
+        if entry is None or entry[0] != key:
+            entry = cache[name] = (key, build())
+        return entry[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        """nn.Module's `_apply` (behind .to(), .double(), .cuda()), after dropping the arrays of `_cached`."""
+        self.__dict__.pop("_derived", None)
+        return super()._apply(fn, *args, **kwargs)
+
     # --------------------------------------------------------------------- conveniences
     @property
     def dtype(self):
@@ -205,6 +235,31 @@ class Layer(torch.nn.Module):
 _NO_HALF = ("{} cannot be converted to {}: its recurrences need float32 or float64 (complex states have no "
             "half-precision kernels); for mixed precision keep the module in float32 and call it under "
             "torch.autocast, which runs the recurrence in float32 and returns outputs in the autocast dtype")
+
+
+def all_finite(value):
+    """True when `value` is a non-empty real or complex tensor without NaN or ±inf, read from its minimum and
+    maximum (one reduction to two numbers: no tensor-sized temporary, where `torch.isfinite(x).all()` makes
+    a bool and an absolute value per element); False for anything else, and while torch.compile traces."""
+    if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()) \
+            or value.numel() == 0 or torch.compiler.is_compiling():
+        return False
+    low, high = torch.aminmax(torch.view_as_real(value) if value.is_complex() else value)   # NaN propagates
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def check_step(layer, x_t, state, integration_timestep, state_shape, dtype=None):
+    """The checks of one `step`: (x (b, 1, H), τ (b, 1) or None, state (b, *state_shape) as `dtype`, default
+    the module's complex dtype), with the errors of check_step_input and check_state.
+    Note: torch only, for the memory of a step: the finiteness of x_t and of the state is first read with
+    `all_finite`; the full checks (which raise the reference's messages) run only when that read fails or
+    τ is given (its check is by value)."""
+    quick = integration_timestep is None and all_finite(x_t)
+    x, tau = check_step_input(x_t, layer.d_model, integration_timestep=integration_timestep, like=layer,
+                              check_finite=not quick)                                          # (b, 1, H)
+    state = check_state(state, (x.shape[0],) + tuple(state_shape), dtype, name="state", like=layer,
+                        check_finite=not all_finite(state))
+    return x, tau, state
 
 
 def _cast_floating(value, dtype):

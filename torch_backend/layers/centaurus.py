@@ -32,9 +32,9 @@ from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_
 from reference.layers.centaurus import Centaurus as ReferenceCentaurus
 from ..discretize import discretize
 from ..scan import scan
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import LAYER_METHODS, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
@@ -107,7 +107,8 @@ class Centaurus(Layer):
     def read_out(self, states, x, states_back=None):
         """y = W_out Re x_t: states (b, L, *state_shape) complex → y (b, L, H); x is unused (no D term).
         Bidirectional: + W_out_back Re h^b_t, states_back like states (SPEC §4.12)."""
-        _, W_out = io_maps(dict(self.named_parameters()), self.mode, self.shapes)
+        # Note: while autograd is off W_out is formed once (Layer._cached), not on every call.
+        W_out = self._cached("W_out", lambda: io_maps(dict(self.named_parameters()), self.mode, self.shapes)[1])
         y = torch.einsum(self.subscripts["out"], W_out, states.real)                        # (b, L, H)
         if states_back is not None:
             W_out_back = back_maps(dict(self.named_parameters()), self.mode, self.shapes)[1]
@@ -149,11 +150,21 @@ class Centaurus(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
-        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
-        new_state = Lambda_bar * state[:, None] + gamma_bar * torch.einsum(self.subscripts["in"], W_in, x)  # (b, 1, S...)
+        x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, S...)
+        # Note: without τ the discrete system (and W_in in the complex dtype) is formed once while autograd
+        # is off (Layer._cached); the new state is written into the buffer of W_in u, so one complex
+        # (b, S...) array per event, the state returned (the real read-out may copy Re x, half a state).
+        Lambda_bar, gamma_bar, W_in = self._cached("step_system", self._step_system) if tau is None else \
+            self._step_system(tau)                                                          # (S...) or (b, 1, S...)
+        drive = torch.einsum(self.subscripts["in"], W_in, x.to(W_in.dtype))                 # (b, 1, S...) W_in u_t
+        new_state = drive.mul_(gamma_bar).addcmul_(Lambda_bar, state[:, None])              # (b, 1, S...)
         return self.read_out(new_state, x)[:, 0], new_state[:, 0]
+
+    def _step_system(self, tau=None):
+        """(Ā, γ̄, W_in) of `step` from `discrete_system`, all three in the complex dtype (γ̄ is real for
+        exp_euler; a real factor would be converted on every event by the in-place product)."""
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
+        return Lambda_bar, gamma_bar.to(Lambda_bar.dtype), W_in.to(Lambda_bar.dtype)       # W_in: the mode's map
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, (L, H_out, H_in); no D term (Centaurus has none)."""

@@ -24,9 +24,9 @@ from reference.layers.lssl import LSSL as ReferenceLSSL, event_chunk
 from ..discretize import discretize_dense
 from ..nn import gelu
 from ..scan import scan_dense
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming, two_sided_kernel
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_positive_int, prepare_call
 from ._math import fft_causal_conv, final_state
 
 __all__ = ["discretize_per_step", "LSSL"]
@@ -116,10 +116,13 @@ class LSSL(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, (x.shape[0],) + self.state_shape, self.dtype, name="state", like=self)
-        A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
-        new_state = torch.einsum("...nk,...k->...n", A_bar, state[:, None]) + B_bar * x[..., None]  # (b, 1, H, N)
+        x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape, self.dtype)  # (b, 1, H)
+        # Note: without τ the dense (Ā, B̄) are formed once while autograd is off (Layer._cached), and B̄ u is
+        # added into the buffer of Ā x, the state returned (the read-out's einsum copies the state once more).
+        A_bar, B_bar = self._cached("discrete_system", self.discrete_system) if tau is None else \
+            self.discrete_system(tau)                                                      # (…, H, N, N), (…, H, N)
+        Ax = torch.einsum("...nk,...k->...n", A_bar, state[:, None])                       # (b, 1, H, N)
+        new_state = Ax.addcmul_(B_bar, x[..., None])                                       # (b, 1, H, N): Ā x + B̄ u
         return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
     def state_kernel(self, L):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
-from ._base import Layer, draw_seed
+from ._base import Layer, all_finite, draw_seed
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 
@@ -128,10 +128,13 @@ class MultiresConv(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
         check_no_timesteps(integration_timestep, "integration_timestep")
-        x, _ = check_step_input(x_t, self.d_model, like=self)                      # (b, 1, H)
-        window = torch.cat([self.check_history(state, x.shape[0], "state"), x], dim=1)  # (b, R, H)
-        K = self.kernel(self.receptive_field)                                      # (R, H) lag first
-        y_t = torch.einsum("lh,blh->bh", K.flip(0), window)                        # (b, H); window is oldest first
+        # Note: finiteness is first read with all_finite (no temporaries; the full checks run if it fails), and
+        # the kernel is formed once while autograd is off (Layer._cached), not on every event.
+        x, _ = check_step_input(x_t, self.d_model, like=self, check_finite=not all_finite(x_t))   # (b, 1, H)
+        history = self.check_history(state, x.shape[0], "state", check_finite=not all_finite(state))  # (b, R − 1, H)
+        window = torch.cat([history, x], dim=1)                                    # (b, R, H)
+        K_oldest_first = self._cached("step_kernel", lambda: self.kernel(self.receptive_field).flip(0))  # (R, H)
+        y_t = torch.einsum("lh,blh->bh", K_oldest_first, window)                   # (b, H); window is oldest first
         return y_t, window[:, 1:]
 
     def kernel(self, L):
@@ -146,8 +149,9 @@ class MultiresConv(Layer):
         batch = check_positive_int(batch, "batch")
         return torch.zeros((batch, self.receptive_field - 1, self.d_model), dtype=self.dtype, device=self.device)
 
-    def check_history(self, state, batch, name="initial_state"):
+    def check_history(self, state, batch, name="initial_state", check_finite=True):
         """A real input history (b, R − 1, H) in the module's dtype and device."""
         if state.is_complex() if isinstance(state, torch.Tensor) else np.iscomplexobj(state):
             raise TypeError(f"{name} must be real (MultiresConv's state is its input history); got a complex array")
-        return check_state(state, (batch, self.receptive_field - 1, self.d_model), self.dtype, name, like=self)
+        return check_state(state, (batch, self.receptive_field - 1, self.d_model), self.dtype, name, like=self,
+                           check_finite=check_finite)

@@ -26,9 +26,9 @@ import torch
 from reference.layers.s4d import S4D as ReferenceS4D
 from ..discretize import discretize
 from ..scan import scan
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import LAYER_METHODS, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 
@@ -63,7 +63,9 @@ class S4D(Layer):
     def read_out(self, states, x, states_back=None):
         """y = 2 Re Σ_n C x_t + D ⊙ u_t: states (b, L, H, N) complex, x (b, L, H) → y (b, L, H) (or one step).
         Bidirectional: + 2 Re Σ_n C_back h^b_t, states_back (b, L, H, N) (SPEC §4.12)."""
-        y = self.kappa * torch.einsum("hn,...hn->...h", self.C_re + 1j * self.C_im, states).real + self.D * x  # (b, L, H)
+        # Note: while autograd is off κ·C is formed once (Layer._cached); κ = 2 scales exactly.
+        kappa_C = self._cached("kappa_C", lambda: self.kappa * (self.C_re + 1j * self.C_im))   # (H, N)
+        y = torch.addcmul(torch.einsum("hn,...hn->...h", kappa_C, states).real, self.D, x)    # (b, L, H)
         if states_back is not None:
             y = y + self.kappa * torch.einsum("hn,...hn->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
         return y
@@ -113,12 +115,15 @@ class S4D(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, (x.shape[0],) + self.state_shape, name="state", like=self)
-        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
+        x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, H, N)
+        # Note: without τ the discrete system is formed once while autograd is off (Layer._cached), and the
+        # new state is written into the buffer of B u: one (b, H, N) array per event, the state returned.
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau) if tau is not None else \
+            self._cached("discrete_system", self.discrete_system)                    # (H, N) or (b, 1, H, N); B (H, N)
         Lambda_bar = torch.reshape(Lambda_bar, (-1,) + self.state_shape)             # (1 or b, H, N)
         gamma_bar = torch.reshape(gamma_bar, (-1,) + self.state_shape)               # (1 or b, H, N)
-        new_state = Lambda_bar * state + gamma_bar * torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))  # (b, H, N)
+        Bu = torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))                    # (b, H, N)
+        new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, H, N): γ̄ ⊙ Bu + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):

@@ -28,9 +28,9 @@ import torch
 from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
 from ..discretize import discretize
 from ..scan import scan
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import LAYER_METHODS, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 
@@ -67,7 +67,9 @@ class S5(Layer):
     def read_out(self, states, x, states_back=None):
         """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step).
         Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
-        y = self.kappa * torch.einsum("hn,...n->...h", self.C_re + 1j * self.C_im, states).real + self.D * x  # (b, L, H)
+        # Note: while autograd is off κ·C is formed once (Layer._cached); κ ∈ {1, 2} scales exactly.
+        kappa_C = self._cached("kappa_C", lambda: self.kappa * (self.C_re + 1j * self.C_im))   # (H, N)
+        y = torch.addcmul(torch.einsum("hn,...n->...h", kappa_C, states).real, self.D, x)     # (b, L, H)
         if states_back is not None:
             y = y + self.kappa * torch.einsum("hn,...n->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
         return y
@@ -109,12 +111,15 @@ class S5(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
-        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
+        x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
+        # Note: without τ the discrete system is formed once while autograd is off (Layer._cached), and the
+        # new state is written into the buffer of B̃ u: one (b, N) array per event, the state returned.
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau) if tau is not None else \
+            self._cached("discrete_system", self.discrete_system)                    # (N,) or (b, 1, N); B̃ (N, H)
         Lambda_bar = torch.reshape(Lambda_bar, (-1, self.d_state))                   # (1 or b, N)
         gamma_bar = torch.reshape(gamma_bar, (-1, self.d_state))                     # (1 or b, N)
-        new_state = Lambda_bar * state + gamma_bar * torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))  # (b, N)
+        Bu = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))                     # (b, N)
+        new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, N): γ̄ ⊙ B̃u + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
 
     def kernel(self, L):
