@@ -2,9 +2,10 @@
 bound (a copy of its inputs and outputs in the same run), a mamba-minimal-style torch loop, and nn.GRU of the same
 width; peak memory of each (tracemalloc does not see torch's allocator, so the peak is the process's max RSS growth).
 
-    python -m benchmarks.selective [--quick]
+    python -m benchmarks.selective [--quick] [--skip-loop-backward]
 
-Default size (b, L, E, N) = (8, 2048, 256, 16), float32; --quick uses (2, 512, 64, 16). Prints, asserts nothing.
+Default size (b, L, E, N) = (8, 2048, 256, 16), float32; --quick uses (2, 512, 64, 16). --skip-loop-backward leaves
+out the torch loop's forward + backward (≈ 35 min at the default size). Prints, asserts nothing.
 """
 import argparse
 import resource
@@ -43,6 +44,7 @@ def peak_rss_mb():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-loop-backward", action="store_true")
     args = parser.parse_args()
     batch, L, E, N = (2, 512, 64, 16) if args.quick else (8, 2048, 256, 16)
     repeats = 3
@@ -51,31 +53,35 @@ def main():
     B, C = torch.randn(batch, L, N), torch.randn(batch, L, N)
     A, D = -torch.arange(1.0, N + 1).repeat(E, 1), torch.ones(E)
     leaves = [t.requires_grad_() for t in (v, dt, A, B, C, D)]
-    print(f"(b, L, E, N) = ({batch}, {L}, {E}, {N}) float32, torch threads {torch.get_num_threads()}, best of {repeats}")
+    print(f"(b, L, E, N) = ({batch}, {L}, {E}, {N}) float32, torch threads {torch.get_num_threads()}, "
+          f"best of {repeats} (copy and fused op: of {3 * repeats})")
 
     print(f"{'':44s} {'forward ms':>11s} {'fwd+bwd ms':>11s} {'peak RSS growth MB':>19s}", flush=True)
 
-    def row(name, forward, forward_backward, repeats_backward=repeats):
+    def row(name, forward, forward_backward, repeats_backward=repeats, repeats_forward=repeats):
         rss = peak_rss_mb()
         with torch.no_grad():
-            f = best_of(forward, repeats)
-        fb = best_of(forward_backward, repeats_backward)
+            f = best_of(forward, repeats_forward)
+        fb = best_of(forward_backward, repeats_backward) if forward_backward is not None else float("nan")
         print(f"{name:44s} {1e3 * f:11.2f} {1e3 * fb:11.2f} {peak_rss_mb() - rss:19.0f}", flush=True)
         return f, fb
 
     g = torch.randn(batch, L, E)
     inputs = [v, dt, B, C]
     copy = row("streaming bound (copy of inputs + outputs)", lambda: [t.clone() for t in inputs + [v]],
-               lambda: [t.clone() for t in inputs + [v] + [v, g] + inputs])     # + read inputs and gy, write grads
+               lambda: [t.clone() for t in inputs + [v] + [v, g] + inputs],     # + read inputs and gy, write grads
+               3 * repeats, 3 * repeats)                                    # cheap: more repeats against noise
     fused_fwd = lambda: selective_scan(v, dt, A, B, C, D)                       # noqa: E731
     fused_fwd_bwd = lambda: torch.autograd.grad(selective_scan(v, dt, A, B, C, D)[0], leaves, g)   # noqa: E731
     fused_fwd_bwd()                                                              # compile the kernels
-    fused = row("fused op (lrnn_spec::selective_scan)", fused_fwd, fused_fwd_bwd)
+    fused = row("fused op (lrnn_spec::selective_scan)", fused_fwd, fused_fwd_bwd, 3 * repeats, 3 * repeats)
     loop = row("mamba-minimal-style torch loop", lambda: minimal_loop(v, dt, A, B, C, D),
+               None if args.skip_loop_backward else
                lambda: torch.autograd.grad(minimal_loop(v, dt, A, B, C, D), leaves, g), 1)
     gru = torch.nn.GRU(E, E, batch_first=True)
     row(f"nn.GRU({E}, {E})", lambda: gru(v), lambda: torch.autograd.grad(gru(v)[0], [v] + list(gru.parameters()), g), 1)
     print(f"fused / streaming bound: forward {fused[0] / copy[0]:.1f}x, fwd+bwd {fused[1] / copy[1]:.1f}x; "
+          f"fused fwd+bwd / fwd {fused[1] / fused[0]:.1f}x; "
           f"loop / fused: forward {loop[0] / fused[0]:.1f}x, fwd+bwd {loop[1] / fused[1]:.1f}x; "
           f"fused: {fused[0] / (batch * L * E * N) * 1e9:.1f} ns per (t, e, n) update forward; "
           f"one (b, L, E, N) float32 array = {batch * L * E * N * 4 / 2 ** 20:.0f} MB", flush=True)

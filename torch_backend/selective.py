@@ -1,7 +1,9 @@
 """The fused selective scan of S6 (SPEC §4.8) as the CPU custom op `lrnn_spec::selective_scan`, with an autograd
 formula running the fused recomputing backward of `reference.kernels.selective` (no (b, L, E, N) array in either
 direction). Registered like `lrnn_spec::scan_numba` in torch_backend/scan.py: a fake impl for torch.compile, the
-Numba kernels on NumPy views of CPU tensors, computed in the tensors' own precision (float32 or float64).
+Numba kernels on NumPy views of CPU tensors, computed in the tensors' own precision (float32 arithmetic for float32
+tensors: the kernels' SIMD loops and their exponential follow the dtype). The op's third output, the chunk start
+states (b, ⌈L/CHUNK⌉, N, E) in the kernels' channel-last layout, is kept for the backward only.
 
     selective_scan(v, dt, A, B, C, D, tau, h0, lengths, method) -> (y (b, L, E), h after step len − 1 (b, E, N))
 
@@ -31,7 +33,7 @@ def _selective_scan_op(v: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: to
 def _selective_scan_fake(v, dt, A, B, C, D, tau, h0, lengths, method):
     batch, L, E = v.shape
     return (v.new_empty(v.shape), v.new_empty((batch, E, A.shape[1])),
-            v.new_empty((batch, (L + CHUNK - 1) // CHUNK, E, A.shape[1])))
+            v.new_empty((batch, (L + CHUNK - 1) // CHUNK, A.shape[1], E)))
 
 
 def _setup(ctx, inputs, output):

@@ -3,25 +3,116 @@ reference/layers/s6.py).
 
 Given v (b, L, E), Δ (b, L, E), A (E, N), B_t, C_t (b, L, N), D (E,), τ (b, L) or None, h0 (b, E, N) or None
 and the discretisation, the forward forms Ā_t and γ̄_t B_t v_t on the fly and contracts with C_t inside the
-time loop, so no (b, L, E, N) array exists; rows (b, e) run in parallel. It returns y (b, L, E) = Σ_n C_t h_t +
-D v_t, the state after step len_b − 1 and the states at the chunk starts. The fused backward reruns each chunk
-from its stored start state (chunk length CHUNK) and runs the reverse scan of SPEC §3 through it, with the
-derivatives of Ā, γ̄ with respect to Δ and A of each method, formed from the chunk's stored Ā_t, γ̄_t
-without a new exponential (φ1'(z) = (e^z − φ1(z))/z, its series ½ + z/3 + z²/8 near 0).
-Gradients of B_t and C_t (shared by the E channels) are summed over E in per-group buffers (no races).
+time loop, so no (b, L, E, N) array exists. It returns y (b, L, E) = Σ_n C_t h_t + D v_t, the state after step
+len_b − 1 and the states at the chunk starts. The fused backward reruns each chunk from its stored start state
+(chunk length CHUNK) and runs the reverse scan of SPEC §3 through it, with the derivatives of Ā, γ̄ with respect
+to Δ and A of each method, formed from the chunk's stored Ā_t, γ̄_t without a new exponential
+(φ1'(z) = (e^z − φ1(z))/z, its series ½ + z/3 + z²/8 near 0).
+
+How it is fast (the forward is bound by one exponential per (t, e, n) update):
+* tasks are (row b, block of EB channels), run in parallel (launch.parallel_kernel); inside a task the innermost
+  loop runs over the block's channels e, contiguous in v, Δ, y and in the transposed Aᵀ (N, E), so it compiles
+  to SIMD code with no reduction in it (the sum over n of y runs across iterations of the n loop);
+* the exponential is `fast_exp`, a polynomial with the exponent built from its bits (Cody–Waite reduction and
+  Cephes' coefficients, float32 and float64 versions), because Numba's `np.exp` is a scalar libm call that
+  stops the loop from vectorising (no SVML in this build: `numba -s` reports "SVML Operational: False");
+  it is used where e^z is the whole answer (Ā of exp_euler, dirac, async and zoh); γ̄ of zoh and async
+  (φ1, the cancelling e^z − 1) keep the libm `expm1`, so those two run at scalar speed;
+* arithmetic stays in the inputs' precision (float32 in, float32 throughout: the constants are typed
+  through `dtype.type`);
+* `fastmath=True` is not used: its `nnan`/`ninf` flags would drop the NaN and overflow selects of `fast_exp`,
+  and `reassoc` would undo the two-step Cody–Waite reduction; the kernels are exact-IEEE code except
+  `_channel_dot(3)`, the backward's sums over channels (the gradients of B_t and C_t), compiled out of line with
+  "reassoc" and "contract" only: a sum in another order (and fused multiply-adds), which is what lets it vectorise.
+Gradients of B_t and C_t (shared by the E channels) are summed per channel block in their own buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
+    fast_exp(z)    e^z of a float32 or float64 scalar inside the kernels (np.exp outside Numba)
     selective_scan_fused(v, dt, A, B, C, D, tau, h0, lengths, method) -> (y, h_last, chunk_states)
     selective_scan_fused_vjp(...)  -> gradients of (v, dt, A, B, C, D, h0)
 """
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic, overload
 
 from .launch import njit_cached, parallel_kernel
 
 METHOD_CODES = {"zoh": 0, "bilinear": 1, "exp_euler": 2, "async": 3, "dirac": 4}
-CHUNK = 64
-GROUPS = 8                                   # channel groups for the B/C gradient partial sums
+CHUNK = 32                                   # steps between stored states (the backward reruns one chunk)
+EB = 64                                      # channels per task (the vectorised inner loop)
+
+# fast_exp: e^z = 2^k · e^r, k = ⌊z·log2 e + ½⌋, r = z − k·ln 2 in two steps (ln 2 = hi + lo, k·hi exact);
+# e^r by Cephes' expf polynomial (float32) or exp Padé form 1 + 2·r·P(r²)/(Q(r²) − r·P(r²)) (float64).
+# 2^k is built as 2^(k−1) from its exponent bits and then doubled, so that k one past the largest exponent (the top
+# of the clamp, e^z near the largest float) does not overflow early; below the clamp (e^z under ≈ 3e-38 float32,
+# 3e-308 float64) the result is 0 (no subnormals); NaN stays NaN, z past the top gives inf.
+_F32 = dict(lo=np.float32(-86.5), hi=np.float32(88.72283), log2e=np.float32(1.44269504088896341),
+            ln2_hi=np.float32(0.693359375), ln2_lo=np.float32(-2.12194440e-4),
+            p=tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                            1.6666665459e-1, 5.0000001201e-1)))
+_F64 = dict(lo=-708.0, hi=709.78, log2e=1.4426950408889634073599, ln2_hi=6.93145751953125e-1,
+            ln2_lo=1.42860682030941723212e-6,
+            p=(1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1),
+            q=(3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+               2.00000000000000000009e0))
+F32_LO, F32_HI, F32_LOG2E, F32_LN2_HI, F32_LN2_LO = (_F32[k] for k in ("lo", "hi", "log2e", "ln2_hi", "ln2_lo"))
+F32_P0, F32_P1, F32_P2, F32_P3, F32_P4, F32_P5 = _F32["p"]
+F64_LO, F64_HI, F64_LOG2E, F64_LN2_HI, F64_LN2_LO = (_F64[k] for k in ("lo", "hi", "log2e", "ln2_hi", "ln2_lo"))
+F64_P0, F64_P1, F64_P2 = _F64["p"]
+F64_Q0, F64_Q1, F64_Q2, F64_Q3 = _F64["q"]
+F32_HALF, F32_ONE, F32_TWO, F32_ZERO, F32_INF = (np.float32(c) for c in (0.5, 1.0, 2.0, 0.0, np.inf))
+
+
+@intrinsic
+def _bits_as_float(typingctx, bits):
+    """The float with the bit pattern of an int32 (→ float32) or int64 (→ float64): LLVM's bitcast."""
+    target = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if target is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(target))
+    return target(bits), codegen
+
+
+def fast_exp(z):
+    """e^z (np.exp here; inside Numba kernels the vectorisable polynomial of the module docstring)."""
+    return np.exp(z)
+
+
+def _fast_exp_float32(z):
+    x = min(max(z, F32_LO), F32_HI)
+    k = np.floor(x * F32_LOG2E + F32_HALF)
+    r = x - k * F32_LN2_HI
+    r = r - k * F32_LN2_LO
+    p = (((((F32_P0 * r + F32_P1) * r + F32_P2) * r + F32_P3) * r + F32_P4) * r + F32_P5) * (r * r) + r + F32_ONE
+    out = p * _bits_as_float(np.int32((np.int32(k) + 126) << 23)) * F32_TWO
+    out = F32_ZERO if z < F32_LO else out
+    out = F32_INF if z > F32_HI else out
+    return z if z != z else out
+
+
+def _fast_exp_float64(z):
+    x = min(max(z, F64_LO), F64_HI)
+    k = np.floor(x * F64_LOG2E + 0.5)
+    r = x - k * F64_LN2_HI
+    r = r - k * F64_LN2_LO
+    rr = r * r
+    pr = r * ((F64_P0 * rr + F64_P1) * rr + F64_P2)
+    p = 1.0 + 2.0 * (pr / (((F64_Q0 * rr + F64_Q1) * rr + F64_Q2) * rr + F64_Q3 - pr))
+    out = p * _bits_as_float(np.int64((np.int64(k) + 1022) << 52)) * 2.0
+    out = 0.0 if z < F64_LO else out
+    out = np.inf if z > F64_HI else out
+    return z if z != z else out
+
+
+@overload(fast_exp)
+def _fast_exp_overload(z):
+    if z == types.float32:
+        return _fast_exp_float32
+    if z == types.float64:
+        return _fast_exp_float64
+    return None
 
 
 @njit_cached(inline="always")
@@ -40,149 +131,234 @@ def _dphi1(z, exp_z, phi1_z):
 
 
 @njit_cached(inline="always")
-def _discrete(a, dt, tau, method):
-    """(Ā, γ̄) for one (e, n) at one step: λ = a, Δ = dt, τ (1.0 without events)."""
-    dt_A = tau * dt
-    z = a * dt_A if dt_A != 0.0 else 0.0
-    if method == 1:                                          # bilinear
-        return (1.0 + z / 2) / (1.0 - z / 2), dt_A / (1.0 - z / 2)
-    if method == 0:                                          # zoh: one expm1 gives both (Ā = 1 + (e^z − 1))
-        growth = np.expm1(z)
-        return 1.0 + growth, (dt_A * growth / z if z != 0.0 else dt_A)
-    A_bar = np.exp(z)
-    if method == 2:                                          # exp_euler
-        return A_bar, dt_A
-    if method == 3:                                          # async
-        return A_bar, dt * _phi1(a * dt)
-    return A_bar, 1.0                                        # dirac
+def _discrete_row(method, a, dt, tau_t, A_bar, gamma_bar):
+    """(Ā, γ̄) of one state index n at one step for a block of channels: a = Aᵀ[n] and Δ_t of the block (EB,),
+    τ_t (1 without events) → A_bar, gamma_bar (EB,) filled in place. One loop per method (each vectorises)."""
+    zero, one, half = A_bar.dtype.type(0.0), A_bar.dtype.type(1.0), A_bar.dtype.type(0.5)
+    if method == 2:                                          # exp_euler: (e^z, Δ_A)
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            A_bar[e] = fast_exp(a[e] * dt_A if dt_A != 0 else zero)
+            gamma_bar[e] = dt_A
+    elif method == 4:                                        # dirac: (e^z, 1)
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            A_bar[e] = fast_exp(a[e] * dt_A if dt_A != 0 else zero)
+            gamma_bar[e] = one
+    elif method == 1:                                        # bilinear
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            z = a[e] * dt_A if dt_A != 0 else zero
+            A_bar[e] = (one + z * half) / (one - z * half)
+            gamma_bar[e] = dt_A / (one - z * half)
+    elif method == 0:                                        # zoh: Ā = e^z, γ̄ = Δ_A φ1(z) (libm expm1)
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            z = a[e] * dt_A if dt_A != 0 else zero
+            A_bar[e] = fast_exp(z)
+            gamma_bar[e] = dt_A * np.expm1(z) / z if z != 0 else dt_A
+    else:                                                    # async: Ā = e^z, γ̄ = Δ φ1(λΔ) (libm expm1)
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            A_bar[e] = fast_exp(a[e] * dt_A if dt_A != 0 else zero)
+            gamma_bar[e] = dt[e] * _phi1(a[e] * dt[e])
 
 
 @njit_cached(inline="always")
-def _derivatives(a, dt, tau, method, A_bar, gamma_bar):
-    """(∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) for one (e, n) at one step, from its (Ā, γ̄) (no new exponential)."""
-    dt_A = tau * dt
-    z = a * dt_A if dt_A != 0.0 else 0.0
+def _derivative_row(method, a, dt, tau_t, A_bar, gamma_bar, dA_ddt, dA_da, dg_ddt, dg_da):
+    """(∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one n at one step for a block of channels (each (EB,), in place),
+    from its (Ā, γ̄) (no new exponential)."""
+    zero, one, half = A_bar.dtype.type(0.0), A_bar.dtype.type(1.0), A_bar.dtype.type(0.5)
     if method == 1:
-        q = 1.0 / (1.0 - z / 2) ** 2
-        return a * tau * q, dt_A * q, tau * q, dt_A * dt_A * q / 2
-    dA_ddt, dA_da = a * tau * A_bar, dt_A * A_bar
-    if method == 0:                                          # γ̄ = Δ_A φ1(z), e^z = Ā
-        phi1_z = gamma_bar / dt_A if dt_A != 0.0 else 1.0
-        return dA_ddt, dA_da, tau * A_bar, dt_A * dt_A * _dphi1(z, A_bar, phi1_z)
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            z = a[e] * dt_A if dt_A != 0 else zero
+            q = one / ((one - z * half) * (one - z * half))
+            dA_ddt[e], dA_da[e], dg_ddt[e], dg_da[e] = a[e] * tau_t * q, dt_A * q, tau_t * q, dt_A * dt_A * q * half
+        return
+    for e in range(a.shape[0]):
+        dA_ddt[e] = a[e] * tau_t * A_bar[e]
+        dA_da[e] = tau_t * dt[e] * A_bar[e]
     if method == 2:
-        return dA_ddt, dA_da, tau, 0.0
-    if method == 3:                                          # γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
-        w = a * dt
-        exp_w = 1.0 + a * gamma_bar
-        return dA_ddt, dA_da, exp_w, dt * dt * _dphi1(w, exp_w, gamma_bar / dt)
-    return dA_ddt, dA_da, 0.0, 0.0
+        for e in range(a.shape[0]):
+            dg_ddt[e], dg_da[e] = tau_t, zero
+    elif method == 4:
+        for e in range(a.shape[0]):
+            dg_ddt[e], dg_da[e] = zero, zero
+    elif method == 0:                                        # γ̄ = Δ_A φ1(z), e^z = Ā
+        for e in range(a.shape[0]):
+            dt_A = tau_t * dt[e]
+            z = a[e] * dt_A if dt_A != 0 else zero
+            phi1_z = gamma_bar[e] / dt_A if dt_A != 0 else one
+            dg_ddt[e], dg_da[e] = tau_t * A_bar[e], dt_A * dt_A * _dphi1(z, A_bar[e], phi1_z)
+    else:                                                    # async: γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
+        for e in range(a.shape[0]):
+            w = a[e] * dt[e]
+            exp_w = one + a[e] * gamma_bar[e]
+            dg_ddt[e], dg_da[e] = exp_w, dt[e] * dt[e] * _dphi1(w, exp_w, gamma_bar[e] / dt[e])
+
+
+@njit_cached(fastmath={"reassoc", "contract"})
+def _channel_dot(a, b):
+    """Σ_e a[e]·b[e] over a block of channels. Reassociated (fastmath "reassoc"), so the sum vectorises; the
+    only change is the order of the additions (rounding, within the float tolerance rows). Kept out of line so
+    the flags reach no other code."""
+    total = a[0] - a[0]
+    for e in range(a.shape[0]):
+        total += a[e] * b[e]
+    return total
+
+
+@njit_cached(fastmath={"reassoc", "contract"})
+def _channel_dot3(a, b, c):
+    """Σ_e a[e]·b[e]·c[e] over a block of channels, reassociated as `_channel_dot`."""
+    total = a[0] - a[0]
+    for e in range(a.shape[0]):
+        total += a[e] * b[e] * c[e]
+    return total
 
 
 @parallel_kernel()
-def _forward_kernel(v, dt, A, B, C, D, tau, h0, last, method, y, h_last, chunk_states):
+def _forward_kernel(v, dt, A_T, B, C, D, tau, h0, last, method, y, h_last, chunk_states):
     batch, L, E = v.shape
-    N = A.shape[1]
-    for row in prange(batch * E):
-        i, e = np.int64(row) // E, np.int64(row) % E
-        h = h0[i, e].copy()                                                     # (N,)
+    N = A_T.shape[0]
+    blocks = (E + EB - 1) // EB
+    for task in prange(batch * blocks):
+        i, e0 = np.int64(task) // blocks, (np.int64(task) % blocks) * EB
+        e1 = min(E, e0 + EB)
+        h = h0[i, :, e0:e1].copy()                                              # (N, EB)
+        A_bar, gamma_bar = np.empty(e1 - e0, v.dtype), np.empty(e1 - e0, v.dtype)   # (EB,) each
+        acc = np.empty(e1 - e0, v.dtype)                                         # (EB,)
         for t in range(L):
             if t % CHUNK == 0:
-                chunk_states[i, t // CHUNK, e] = h
-            acc = 0.0
+                chunk_states[i, t // CHUNK, :, e0:e1] = h
+            v_t, dt_t, tau_t = v[i, t, e0:e1], dt[i, t, e0:e1], tau[i, t]
+            for e in range(e1 - e0):
+                acc[e] = D[e0 + e] * v_t[e]
             for n in range(N):
-                A_bar, gamma_bar = _discrete(A[e, n], dt[i, t, e], tau[i, t], method)
-                h[n] = A_bar * h[n] + gamma_bar * B[i, t, n] * v[i, t, e]
-                acc += C[i, t, n] * h[n]
-            y[i, t, e] = acc + D[e] * v[i, t, e]
+                _discrete_row(method, A_T[n, e0:e1], dt_t, tau_t, A_bar, gamma_bar)
+                b_n, c_n = B[i, t, n], C[i, t, n]
+                h_n = h[n]
+                for e in range(e1 - e0):
+                    h_n[e] = A_bar[e] * h_n[e] + gamma_bar[e] * b_n * v_t[e]
+                    acc[e] += c_n * h_n[e]
+            y[i, t, e0:e1] = acc
             if t == last[i]:
-                h_last[i, e] = h
+                h_last[i, :, e0:e1] = h
 
 
 @parallel_kernel()
-def _backward_kernel(v, dt, A, B, C, D, tau, last, method, chunk_states, gy, gh_last,
-                     gv, gdt, gA_rows, gB_parts, gC_parts, gD, gh0):
+def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, gh_last,
+                     gv, gdt, gA_T, gB_parts, gC_parts, gD, gh0):
     batch, L, E = v.shape
-    N = A.shape[1]
-    per_group = (E + GROUPS - 1) // GROUPS
-    for task in prange(batch * GROUPS):
-        i, group = np.int64(task) // GROUPS, np.int64(task) % GROUPS
-        states = np.empty((CHUNK + 1, N))                                       # h_{start−1} .. h_{end}
-        A_bars = np.empty((CHUNK, N))                                           # Ā_t of the chunk
-        gammas = np.empty((CHUNK, N))                                           # γ̄_t of the chunk
-        lam = np.zeros(N)
-        for e in range(group * per_group, min(E, (group + 1) * per_group)):
-            lam[:] = 0.0
-            A_next = np.ones(N)                                                 # Ā_{t+1} of the step after t
-            for c in range((L + CHUNK - 1) // CHUNK - 1, -1, -1):
-                start, end = c * CHUNK, min(L, (c + 1) * CHUNK)
-                states[0] = chunk_states[i, c, e]
-                for t in range(start, end):                                     # rerun the chunk
-                    for n in range(N):
-                        A_bar, gamma_bar = _discrete(A[e, n], dt[i, t, e], tau[i, t], method)
-                        A_bars[t - start, n], gammas[t - start, n] = A_bar, gamma_bar
-                        states[t - start + 1, n] = A_bar * states[t - start, n] + gamma_bar * B[i, t, n] * v[i, t, e]
-                for t in range(end - 1, start - 1, -1):                         # reverse scan through it
-                    g_y = gy[i, t, e]
-                    g_v = D[e] * g_y
-                    g_dt = 0.0
-                    gD[i, e] += g_y * v[i, t, e]
-                    for n in range(N):
-                        h_t, h_prev = states[t - start + 1, n], states[t - start, n]
-                        lam[n] = g_y * C[i, t, n] + A_next[n] * lam[n]
-                        if t == last[i]:
-                            lam[n] += gh_last[i, e, n]
-                        A_bar, gamma_bar = A_bars[t - start, n], gammas[t - start, n]
-                        dA_ddt, dA_da, dg_ddt, dg_da = _derivatives(A[e, n], dt[i, t, e], tau[i, t], method,
-                                                                    A_bar, gamma_bar)
-                        g_A_bar = lam[n] * h_prev
-                        g_gamma = lam[n] * B[i, t, n] * v[i, t, e]
-                        g_dt += g_A_bar * dA_ddt + g_gamma * dg_ddt
-                        gA_rows[i, e, n] += g_A_bar * dA_da + g_gamma * dg_da
-                        g_v += lam[n] * gamma_bar * B[i, t, n]
-                        gB_parts[i, group, t, n] += lam[n] * gamma_bar * v[i, t, e]
-                        gC_parts[i, group, t, n] += g_y * h_t
-                        A_next[n] = A_bar
-                    gv[i, t, e] = g_v
-                    gdt[i, t, e] = g_dt
-            for n in range(N):
-                gh0[i, e, n] = A_next[n] * lam[n]
+    N = A_T.shape[0]
+    blocks = (E + EB - 1) // EB
+    zero = v.dtype.type(0.0)
+    for task in prange(batch * blocks):
+        i, block = np.int64(task) // blocks, np.int64(task) % blocks
+        e0 = block * EB
+        e1 = min(E, e0 + EB)
+        width = e1 - e0
+        states = np.empty((CHUNK + 1, N, width), v.dtype)                       # h_{start−1} .. h_{end}
+        A_bars = np.empty((CHUNK, N, width), v.dtype)                           # Ā_t of the chunk
+        gammas = np.empty((CHUNK, N, width), v.dtype)                           # γ̄_t of the chunk
+        lam = np.zeros((N, width), v.dtype)                                     # adjoint λ_t
+        A_next = np.ones((N, width), v.dtype)                                   # Ā_{t+1} of the step after t
+        g_A = np.zeros((N, width), v.dtype)                                     # ∂/∂Aᵀ of the block
+        # ∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ, (EB,) each: four arrays (rows of one array would stop the vectorising)
+        dA_ddt, dA_da, dg_ddt, dg_da = (np.empty(width, v.dtype), np.empty(width, v.dtype),
+                                        np.empty(width, v.dtype), np.empty(width, v.dtype))
+        g_v, g_dt, g_D = np.empty(width, v.dtype), np.empty(width, v.dtype), np.zeros(width, v.dtype)  # (EB,)
+        for c in range((L + CHUNK - 1) // CHUNK - 1, -1, -1):
+            start, end = c * CHUNK, min(L, (c + 1) * CHUNK)
+            states[0] = chunk_states[i, c, :, e0:e1]
+            for t in range(start, end):                                         # rerun the chunk
+                s, v_t = t - start, v[i, t, e0:e1]
+                for n in range(N):
+                    _discrete_row(method, A_T[n, e0:e1], dt[i, t, e0:e1], tau[i, t], A_bars[s, n], gammas[s, n])
+                    b_n, h_prev, h_t = B[i, t, n], states[s, n], states[s + 1, n]
+                    A_bar, gamma_bar = A_bars[s, n], gammas[s, n]
+                    for e in range(width):
+                        h_t[e] = A_bar[e] * h_prev[e] + gamma_bar[e] * b_n * v_t[e]
+            for t in range(end - 1, start - 1, -1):                             # reverse scan through it
+                s, v_t, dt_t, gy_t, tau_t = t - start, v[i, t, e0:e1], dt[i, t, e0:e1], gy[i, t, e0:e1], tau[i, t]
+                for e in range(width):
+                    g_v[e] = D[e0 + e] * gy_t[e]
+                    g_dt[e] = zero
+                    g_D[e] += gy_t[e] * v_t[e]
+                for n in range(N):
+                    A_bar, gamma_bar, h_prev, h_t = A_bars[s, n], gammas[s, n], states[s, n], states[s + 1, n]
+                    _derivative_row(method, A_T[n, e0:e1], dt_t, tau_t, A_bar, gamma_bar,
+                                    dA_ddt, dA_da, dg_ddt, dg_da)
+                    b_n, c_n = B[i, t, n], C[i, t, n]
+                    lam_n, A_next_n, g_A_n = lam[n], A_next[n], g_A[n]
+                    for e in range(width):
+                        lam_n[e] = gy_t[e] * c_n + A_next_n[e] * lam_n[e]
+                    if t == last[i]:
+                        for e in range(width):
+                            lam_n[e] += gh_last[i, n, e0 + e]
+                    for e in range(width):
+                        g_A_bar = lam_n[e] * h_prev[e]                                   # ∂/∂Ā_t
+                        g_gamma = lam_n[e] * b_n * v_t[e]                                # ∂/∂γ̄_t
+                        g_dt[e] += g_A_bar * dA_ddt[e] + g_gamma * dg_ddt[e]
+                        g_A_n[e] += g_A_bar * dA_da[e] + g_gamma * dg_da[e]
+                        g_v[e] += lam_n[e] * gamma_bar[e] * b_n
+                        A_next_n[e] = A_bar[e]
+                    gB_parts[i, block, t, n] = _channel_dot3(lam_n, gamma_bar, v_t)
+                    gC_parts[i, block, t, n] = _channel_dot(gy_t, h_t)
+                gv[i, t, e0:e1] = g_v
+                gdt[i, t, e0:e1] = g_dt
+        gA_T[i, :, e0:e1] = g_A
+        gD[i, e0:e1] = g_D
+        for n in range(N):
+            for e in range(width):
+                gh0[i, n, e0 + e] = A_next[n, e] * lam[n, e]
 
 
 def _prepare(v, dt, A, B, C, D, tau, h0, lengths, method):
+    """The kernels' arguments: contiguous arrays in v's dtype, Aᵀ (N, E), h0 as (b, N, E), last steps."""
     batch, L, E = v.shape
     dtype = v.dtype
-    tau = np.ones((batch, L), dtype) if tau is None else np.ascontiguousarray(tau, dtype)
-    h0 = np.zeros((batch, E, A.shape[1]), dtype) if h0 is None else np.ascontiguousarray(h0, dtype)
-    last = np.full(batch, L - 1, np.int64) if lengths is None else np.asarray(lengths, np.int64) - 1
-    arrays = [np.ascontiguousarray(a, dtype) for a in (v, dt, A, B, C, D)]
-    return arrays + [tau, h0, last, METHOD_CODES[method]]
+    N = A.shape[1]
+    tau = np.ones((batch, L), dtype) if tau is None else np.ascontiguousarray(tau, dtype)        # (b, L)
+    h0_T = np.zeros((batch, N, E), dtype) if h0 is None else \
+        np.ascontiguousarray(np.swapaxes(np.asarray(h0, dtype), 1, 2))                          # (b, N, E)
+    last = np.full(batch, L - 1, np.int64) if lengths is None else np.asarray(lengths, np.int64) - 1   # (b,)
+    A_T = np.ascontiguousarray(np.asarray(A, dtype).T)                                           # (N, E)
+    v, dt, B, C, D = (np.ascontiguousarray(a, dtype) for a in (v, dt, B, C, D))
+    return v, dt, A_T, B, C, D, tau, h0_T, last, METHOD_CODES[method]
 
 
 def selective_scan_fused(v, dt, A, B, C, D, tau=None, h0=None, lengths=None, method="exp_euler"):
-    """(y (b, L, E), h after step len − 1 (b, E, N), chunk start states (b, ⌈L/CHUNK⌉, E, N)), in v's dtype."""
-    v, dt, A, B, C, D, tau, h0, last, code = _prepare(v, dt, A, B, C, D, tau, h0, lengths, method)
+    """(y (b, L, E), h after step len − 1 (b, E, N), chunk start states (b, ⌈L/CHUNK⌉, N, E)), in v's dtype.
+    The chunk states are the backward's input (note the (N, E) order: the kernels' layout)."""
+    v, dt, A_T, B, C, D, tau, h0_T, last, code = _prepare(v, dt, A, B, C, D, tau, h0, lengths, method)
     batch, L, E = v.shape
+    N = A_T.shape[0]
     y = np.empty_like(v)                                                        # (b, L, E)
-    h_last = np.empty_like(h0)                                                  # (b, E, N)
-    chunk_states = np.empty((batch, (L + CHUNK - 1) // CHUNK, E, A.shape[1]), v.dtype)
-    _forward_kernel(v, dt, A, B, C, D, tau, h0, last, code, y, h_last, chunk_states)
-    return y, h_last, chunk_states
+    h_last = np.empty((batch, N, E), v.dtype)                                   # (b, N, E)
+    chunk_states = np.empty((batch, (L + CHUNK - 1) // CHUNK, N, E), v.dtype)   # (b, ⌈L/CHUNK⌉, N, E)
+    _forward_kernel(v, dt, A_T, B, C, D, tau, h0_T, last, code, y, h_last, chunk_states)
+    return y, np.ascontiguousarray(np.swapaxes(h_last, 1, 2)), chunk_states    # h_last (b, E, N)
 
 
 def selective_scan_fused_vjp(v, dt, A, B, C, D, tau, lengths, method, chunk_states, gy, gh_last=None):
     """Gradients (gv, gdt (b, L, E), gA (E, N), gB, gC (b, L, N), gD (E,), gh0 (b, E, N)) of
     ⟨y, gy⟩ + ⟨h_last, gh_last⟩, rerunning each chunk from `chunk_states` (from selective_scan_fused)."""
-    v, dt, A, B, C, D, tau, _, last, code = _prepare(v, dt, A, B, C, D, tau, None, lengths, method)
+    v, dt, A_T, B, C, D, tau, _, last, code = _prepare(v, dt, A, B, C, D, tau, None, lengths, method)
     batch, L, E = v.shape
-    N = A.shape[1]
-    gy = np.ascontiguousarray(gy, v.dtype)
-    gh_last = np.zeros((batch, E, N), v.dtype) if gh_last is None else np.ascontiguousarray(gh_last, v.dtype)
-    gv, gdt = np.empty_like(v), np.empty_like(v)
-    gA_rows = np.zeros((batch, E, N), v.dtype)
-    gB_parts = np.zeros((batch, GROUPS, L, N), v.dtype)
-    gC_parts = np.zeros((batch, GROUPS, L, N), v.dtype)
-    gD_rows = np.zeros((batch, E), v.dtype)
-    gh0 = np.empty((batch, E, N), v.dtype)
-    _backward_kernel(v, dt, A, B, C, D, tau, last, code, np.ascontiguousarray(chunk_states), gy, gh_last,
-                     gv, gdt, gA_rows, gB_parts, gC_parts, gD_rows, gh0)
-    return gv, gdt, gA_rows.sum(0), gB_parts.sum(1), gC_parts.sum(1), gD_rows.sum(0), gh0
+    N = A_T.shape[0]
+    blocks = (E + EB - 1) // EB
+    gy = np.ascontiguousarray(gy, v.dtype)                                      # (b, L, E)
+    gh_last_T = np.zeros((batch, N, E), v.dtype) if gh_last is None else \
+        np.ascontiguousarray(np.swapaxes(np.asarray(gh_last, v.dtype), 1, 2))  # (b, N, E)
+    gv, gdt = np.empty_like(v), np.empty_like(v)                                # (b, L, E) each
+    gA_rows = np.empty((batch, N, E), v.dtype)                                  # (b, N, E)
+    gB_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB, L, N)
+    gC_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB, L, N)
+    gD_rows = np.empty((batch, E), v.dtype)                                     # (b, E)
+    gh0_T = np.empty((batch, N, E), v.dtype)                                    # (b, N, E)
+    _backward_kernel(v, dt, A_T, B, C, D, tau, last, code, np.ascontiguousarray(chunk_states, v.dtype), gy,
+                     gh_last_T, gv, gdt, gA_rows, gB_parts, gC_parts, gD_rows, gh0_T)
+    return (gv, gdt, np.ascontiguousarray(gA_rows.sum(0).T), gB_parts.sum(1), gC_parts.sum(1), gD_rows.sum(0),
+            np.ascontiguousarray(np.swapaxes(gh0_T, 1, 2)))
