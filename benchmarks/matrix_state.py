@@ -2,12 +2,14 @@
 nn.MultiheadAttention (causal, the same width h·d_v) and the FLOP/s of a batched matmul of the chunk's shape, all
 measured in the same run; then forward and forward+backward against L to show linear growth.
 
-    python -m benchmarks.matrix_state [--quick] [--threads N]
+    python -m benchmarks.matrix_state [--quick] [--threads N] [--cpu-time]
 
 Default size (b, L, h, d_k, d_v) = (8, 4096, 4, 64, 64), float32, chunk C = 64; --quick uses (2, 1024, 2, 32, 32)
 and L = 256 … 4096 for the scaling. Op level: `delta_recurrence` (gated delta rule, unit keys, β ∈ [0, 2]) and
-`gla_recurrence` (vector gate). The sequential loop's forward+backward is timed at L/8 and scaled ×8 (its autograd
-graph is linear in L), marked "est.". Prints a table; asserts nothing.
+`gla_recurrence` (vector gate). Backward starts from a dense random cotangent. The sequential loop's forward+backward
+is timed at L/8 and scaled ×8 (its autograd graph is linear in L), marked "est.". Prints a table; asserts nothing.
+--cpu-time times with the process's CPU time instead of the wall clock: on a shared machine, with --threads 1, it
+stays near the quiet machine's single-thread wall time while other jobs compete for the cores.
 """
 import argparse
 import math
@@ -18,14 +20,17 @@ import torch
 from torch_backend.layers.matrix_state import delta_recurrence, gla_recurrence
 
 
+CLOCK = time.perf_counter
+
+
 def best_of(fn, repeats):
-    """The fastest of `repeats` calls, seconds (one warm-up call first)."""
+    """The fastest of `repeats` calls, seconds of CLOCK (one warm-up call first)."""
     fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return min(times)
 
 
@@ -50,9 +55,21 @@ def gla(p, method, chunk):
 
 
 def forward_backward(fn):
+    """Forward, then backward from a fixed dense random cotangent. Not `.sum().backward()`: its all-ones gradient
+    has stride 0, and torch's CPU bmm on stride-0 operands leaves BLAS (measured 6–13× slower for 64×64 blocks)."""
+    cotangent = torch.randn(fn().shape, generator=torch.Generator().manual_seed(1))
+
     def run():
-        fn().sum().backward()
+        fn().backward(cotangent)
     return run
+
+
+def causal_attention(b, L, width, heads):
+    """A call of causal nn.MultiheadAttention(width, heads) on a random (b, L, width) input requiring grad."""
+    mha = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+    x = torch.randn(b, L, width, requires_grad=True)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(L)
+    return lambda: mha(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
 
 
 def chunkwise_flops(b, L, h, d_k, d_v, C):
@@ -67,12 +84,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time, not the wall clock")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     b, L, h, d_k, d_v = (2, 1024, 2, 32, 32) if args.quick else (8, 4096, 4, 64, 64)
     C, repeats = 64, args.repeats
-    print(f"# matrix-state layers, CPU, float32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# matrix-state layers, CPU, float32, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
     print(f"# (b, L, h, d_k, d_v) = ({b}, {L}, {h}, {d_k}, {d_v}), chunk C = {C}, best of {repeats}\n")
     p = problem(b, L, h, d_k, d_v)
     rows = []
@@ -100,38 +121,42 @@ def main(argv=None):
     row("GLA chunkwise forward+backward", best_of(forward_backward(lambda: gla(p, "chunkwise", C)), repeats))
     with torch.no_grad():
         t_seq = best_of(lambda: delta(p, "sequential", C), 1)
-    row("delta sequential loop forward (no grad)", t_seq, f"{t_seq / t_fwd:.1f}× chunkwise")
+    row("delta sequential loop forward (no grad)", t_seq, f"{t_seq / t_fwd:.1f}× chunkwise; at most "
+        f"{t_seq / (flops / mm_flops):.1f}× if chunkwise ran its matmuls at the bmm rate and nothing else")
     short = problem(b, L // 8, h, d_k, d_v)
     t_seq_fb = 8 * best_of(forward_backward(lambda: delta(short, "sequential", C)), 1)
     row("delta sequential loop forward+backward", t_seq_fb, f"est. (×8 of L/8); {t_seq_fb / t_fb:.1f}× chunkwise")
 
     # ---- softmax attention of the same width, causal
     width = h * d_v
-    mha = torch.nn.MultiheadAttention(width, h, batch_first=True)
-    x = torch.randn(b, L, width, requires_grad=True)
-    mask = torch.nn.Transformer.generate_square_subsequent_mask(L)
-
-    def attention():
-        return mha(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
-
+    attention = causal_attention(b, L, width, h)
     with torch.no_grad():
         t_att = best_of(attention, repeats)
     row(f"nn.MultiheadAttention causal forward (E = {width})", t_att, f"{t_att / t_fwd:.1f}× delta chunkwise")
     t_att_fb = best_of(forward_backward(attention), repeats)
     row("nn.MultiheadAttention causal forward+backward", t_att_fb, f"{t_att_fb / t_fb:.1f}× delta chunkwise")
 
-    # ---- growth with L
+    # ---- growth with L, and causal attention up to 2L (quadratic: slow beyond)
     lengths = [256, 512, 1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384]
-    print(f"\n# delta chunkwise vs L (b = {b}, h = {h}, d_k = d_v = {d_k}): ms, and ms per 1k steps")
-    print(f"{'L':>6} {'forward':>10} {'fwd+bwd':>10} {'fwd/1k':>8} {'f+b/1k':>8}")
+    print(f"\n# delta chunkwise vs L (b = {b}, h = {h}, d_k = d_v = {d_k}): ms, ms per 1k steps, and causal attention "
+          f"(E = {width}) in ms and as a multiple of delta chunkwise")
+    print(f"{'L':>6} {'forward':>10} {'fwd+bwd':>10} {'fwd/1k':>8} {'f+b/1k':>8} {'att fwd':>10} {'att f+b':>10}"
+          f" {'att/Δ':>11}")
     previous = None
     for n in lengths:
         q = problem(b, n, h, d_k, d_v, seed=n)
         with torch.no_grad():
             t_f = best_of(lambda: delta(q, "chunkwise", C), repeats)
         t_b = best_of(forward_backward(lambda: delta(q, "chunkwise", C)), repeats)
+        line = f"{n:>6} {t_f * 1e3:>10.1f} {t_b * 1e3:>10.1f} {t_f * 1e6 / n:>8.2f} {t_b * 1e6 / n:>8.2f}"
+        if n <= 2 * L:
+            attention = causal_attention(b, n, width, h)
+            with torch.no_grad():
+                a_f = best_of(attention, repeats)
+            a_b = best_of(forward_backward(attention), repeats)
+            line += f" {a_f * 1e3:>10.1f} {a_b * 1e3:>10.1f} {a_f / t_f:>5.2f}/{a_b / t_b:.2f}"
         growth = "" if previous is None else f"  ×{t_f / previous[0]:.2f} / ×{t_b / previous[1]:.2f} per doubling"
-        print(f"{n:>6} {t_f * 1e3:>10.1f} {t_b * 1e3:>10.1f} {t_f * 1e6 / n:>8.2f} {t_b * 1e6 / n:>8.2f}{growth}")
+        print(line + growth)
         previous = (t_f, t_b)
     return rows
 
