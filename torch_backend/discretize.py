@@ -23,7 +23,8 @@ import torch
 
 from reference.discretize import DENSE_METHODS, METHODS, check_method
 
-__all__ = ["METHODS", "DENSE_METHODS", "check_method", "check_timesteps", "phi1", "discretize", "discretize_dense"]
+__all__ = ["METHODS", "DENSE_METHODS", "check_method", "check_timesteps", "phi1", "discretize", "discretize_event",
+           "discretize_dense"]
 
 
 def checking_values(check_values=True):
@@ -143,6 +144,78 @@ def discretize(Lambda, dt, method, tau=None, *, check_values=True):
         Lambda_bar = Lambda * one if tau is None else _power(Lambda, tau)
         gamma_bar = one
     return Lambda_bar, gamma_bar
+
+
+def discretize_event(Lambda, dt, method, tau, gamma_bar=None):
+    """(Ā_t, γ̄_t) of one event per row — `discretize(Lambda, dt, method, tau[:, None])[:, 0]` in the form a
+    streaming `step` needs: the formulas of SPEC §2, evaluated with few temporaries.
+
+    Lambda: (S...) complex or real; dt: Δ > 0 broadcastable to Lambda, parameter-derived (S...) or a selective
+    Δ_t (b, S...); tau: (b,) >= 0, already checked (no value checks here), or None (Δ_A = Δ);
+    gamma_bar: the γ̄ of `async` and `dirac` (`discretize(Lambda, dt, method)[1]`, τ-independent), returned
+    as it is for those methods (None: formed here).
+    Returns Ā_t (b, S...) and γ̄_t (b, S...) (complex when Lambda is), or γ̄ as given for async and dirac.
+    Note: torch only, for the memory of a step (benchmarks/streaming.py): the per-event arrays are formed in
+    place from z = λΔ_A (x = Re z, y = Im z), Ā_t = e^z gives φ1's imaginary numerator e^x sin y, and φ1's
+    series is 1 + z/2 (z²/6 is below rounding where |z| < sqrt(ε)). Equal to `discretize` to
+    rounding, not bit for bit. `none`, autograd recording (the in-place products would overwrite values its
+    backward needs) and a λΔ_A that overflows (a huge gap: `discretize` then gives Ā = 0) are handed to
+    `discretize`.
+    """
+    dt = _as_tensor(dt, "dt", Lambda)                                                # a number: Lambda's precision
+    if method in ("async", "dirac") and gamma_bar is None:
+        gamma_bar = discretize(Lambda, dt, method, check_values=False)[1]           # (S...)
+    recording = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
+                                                 for t in (Lambda, dt, tau))
+    if method == "none" or recording:
+        return _event_by_discretize(Lambda, dt, method, tau, gamma_bar)
+    dt_A = dt if tau is None else tau.reshape(tau.shape + (1,) * Lambda.ndim) * dt  # (b, S...) Δ_A = τΔ, real
+    at_zero = dt_A == 0                                                              # τ = 0: λΔ_A is exactly 0
+    if method == "bilinear":
+        # Δ_A > 1: numerator and denominator divided by Δ_A (as in `discretize`): Ā = (w + λv/2)/(w − λv/2),
+        # γ̄ = v/(w − λv/2) with (w, v) = (1, Δ_A) for Δ_A <= 1 and (1/Δ_A, 1) above.
+        large = dt_A > 1
+        v = torch.where(large, 1.0, dt_A)                                            # (b, S...)
+        w = torch.reciprocal(dt_A).masked_fill_(~large, 1.0)                          # (b, S...)
+        half = torch.mul(Lambda, v.mul_(0.5)).masked_fill_(at_zero, 0)               # (b, S...) λv/2, complex
+        denominator = torch.neg(half).add_(w)                                        # (b, S...) w − λv/2
+        return half.add_(w).div_(denominator), denominator.reciprocal_().mul_(v.mul_(2.0))
+    z = torch.mul(Lambda, dt_A).masked_fill_(at_zero, 0)                             # (b, S...) λΔ_A
+    if not _all_finite(z):                                                           # λΔ_A overflowed (a huge gap):
+        return _event_by_discretize(Lambda, dt, method, tau, gamma_bar)              # Ā = 0 as in `discretize`
+    Lambda_bar = torch.exp(z)                                                        # (b, S...)
+    if method in ("async", "dirac"):
+        return Lambda_bar, gamma_bar
+    if method == "exp_euler":
+        return Lambda_bar, dt_A.to(Lambda_bar.dtype)                                 # (b, S...) γ̄ = Δ_A
+    small = torch.abs(z) < torch.finfo(dt_A.dtype).eps ** 0.5                        # (b, S...)
+    if not z.is_complex():                                                           # zoh, real λ: φ1 = expm1(z)/z
+        phi = torch.expm1(z).div_(z)                                                 # (b, S...)
+        torch.where(small, z.mul_(0.5).add_(1), phi, out=phi)                        # the series where |z| is tiny
+        return Lambda_bar, phi.mul_(dt_A)                                            # (b, S...) γ̄ = Δ_A φ1(z)
+    x, y = z.real, z.imag                                                            # views
+    # zoh: γ̄ = Δ_A·φ1(z), φ1(z) = [expm1(x) cos y − 2 sin²(y/2) + i e^x sin y]/z, 1 + z/2 where |z| is tiny
+    numerator_re = torch.expm1(x).mul_(torch.cos(y)).sub_(torch.div(y, 2).sin_().square_().mul_(2.0))
+    phi = torch.complex(numerator_re, Lambda_bar.imag).div_(z)                       # (b, S...) φ1(z)
+    torch.where(small, z.mul_(0.5).add_(1), phi, out=phi)                            # the series where |z| is tiny
+    return Lambda_bar, phi.mul_(dt_A)                                                # (b, S...) γ̄ = Δ_A φ1(z)
+
+
+def _event_by_discretize(Lambda, dt, method, tau, gamma_bar):
+    """`discretize_event`'s result from `discretize` itself (one event per row: L = 1)."""
+    if tau is None:
+        Lambda_bar, full_gamma = discretize(Lambda, dt, method, check_values=False)       # (b, S...)
+    else:
+        dt_L = dt[:, None] if dt.ndim > Lambda.ndim else dt                               # a selective Δ_t: (b, 1, S...)
+        Lambda_bar, full_gamma = discretize(Lambda, dt_L, method, tau[:, None], check_values=False)
+        Lambda_bar, full_gamma = Lambda_bar[:, 0], full_gamma[:, 0]                      # (b, S...)
+    return Lambda_bar, (gamma_bar if method in ("async", "dirac") else full_gamma)
+
+
+def _all_finite(z):
+    """No NaN or ±inf in z, read from its minimum and maximum (two numbers, no z-sized temporary)."""
+    low, high = torch.aminmax(torch.view_as_real(z) if z.is_complex() else z)             # NaN propagates
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def _exponent(Lambda, dt_A):

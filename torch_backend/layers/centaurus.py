@@ -30,7 +30,7 @@ import torch
 from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_ALIASES, MODES, OUT_NAMES, check_sizes,
                                         mode_shapes, resolve_mode)
 from reference.layers.centaurus import Centaurus as ReferenceCentaurus
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -151,20 +151,27 @@ class Centaurus(Layer):
         """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
         refuse_streaming(self, "step")
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, S...)
-        # Note: without τ the discrete system (and W_in in the complex dtype) is formed once while autograd
-        # is off (Layer._cached); the new state is written into the buffer of W_in u, so one complex
-        # (b, S...) array per event, the state returned (the real read-out may copy Re x, half a state).
-        Lambda_bar, gamma_bar, W_in = self._cached("step_system", self._step_system) if tau is None else \
-            self._step_system(tau)                                                          # (S...) or (b, 1, S...)
+        # Note: λ, Δ, the discrete system without τ and W_in in the complex dtype are formed once while
+        # autograd is off (Layer._cached); with τ only Ā_t, γ̄_t (b, S...) are formed per event
+        # (discretize_event). The new state is written into the buffer of W_in u (the real read-out may copy
+        # Re x, half a state).
+        Lambda, dt, Lambda_bar, gamma_bar, W_in = self._cached("step_system", self._step_system)  # (S...), …
+        if tau is not None:
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)
+            Lambda_bar = Lambda_bar[:, None]                                                # (b, 1, S...)
+            gamma_bar = gamma_bar[:, None] if gamma_bar.ndim > Lambda.ndim else gamma_bar  # (b, 1, S...) or (S...)
         drive = torch.einsum(self.subscripts["in"], W_in, x.to(W_in.dtype))                 # (b, 1, S...) W_in u_t
         new_state = drive.mul_(gamma_bar).addcmul_(Lambda_bar, state[:, None])              # (b, 1, S...)
         return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
-    def _step_system(self, tau=None):
-        """(Ā, γ̄, W_in) of `step` from `discrete_system`, all three in the complex dtype (γ̄ is real for
-        exp_euler; a real factor would be converted on every event by the in-place product)."""
-        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
-        return Lambda_bar, gamma_bar.to(Lambda_bar.dtype), W_in.to(Lambda_bar.dtype)       # W_in: the mode's map
+    def _step_system(self):
+        """(λ, Δ, Ā, γ̄, W_in) of `step`: the τ-independent arrays (Ā, γ̄ without τ), γ̄ and W_in in the
+        complex dtype (γ̄ is real for exp_euler; a real factor would be converted on every event by the
+        in-place product)."""
+        dt = torch.exp(self.log_dt).reshape(self.shapes["dt_view"])                      # broadcasts to the state
+        Lambda_bar, gamma_bar, W_in, _ = self.discrete_system()                            # (S...)
+        return (self.continuous_eigenvalues(), dt, Lambda_bar, gamma_bar.to(Lambda_bar.dtype),
+                W_in.to(Lambda_bar.dtype))                                                  # W_in: the mode's map
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, (L, H_out, H_in); no D term (Centaurus has none)."""

@@ -23,9 +23,9 @@ import torch
 
 from reference.layers.gla import GLA as ReferenceGLA
 from reference.layers.matrix_state import check_step_timestep
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_positive_int, prepare_call
 from .matrix_state import GLA_METHODS, gla_recurrence, logsigmoid, rms_norm, split_heads, valid_steps
 
 
@@ -100,8 +100,9 @@ class GLA(Layer):
         """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
         refuse_streaming(self, "step")
         check_step_timestep(self, integration_timestep)
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, tuple(self.init_state(x.shape[0]).shape), self.dtype, name="state", like=self)
+        # Note: check_step reads finiteness with one min/max reduction and builds no zero state for the shape.
+        x, tau, state = check_step(self, x_t, state, integration_timestep, (self.n_heads, self.d_k, self.d_v),
+                                   self.dtype)                                     # (b, 1, H), (b, h, d_k, d_v)
         q, k, v, log_alpha = self.discrete_system(x, tau)
         o, new_state = gla_recurrence(q, k, v, log_alpha, state, scale=self.scale, method="sequential")
         return self.read_out(o)[:, 0], new_state

@@ -26,7 +26,7 @@ import math
 import torch
 
 from reference.layers.lru import LRU as ReferenceLRU
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -104,13 +104,19 @@ class LRU(Layer):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         refuse_streaming(self, "step")
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
-        # Note: without τ the discrete system is formed once while autograd is off (Layer._cached), and the
-        # new state is written into the buffer of B u: one (b, N) array per event, the state returned.
-        Lambda_bar, B, _, _ = self.discrete_system(tau) if tau is not None else \
-            self._cached("discrete_system", self.discrete_system)                    # λ^τ (N,) or (b, 1, N); (N, H)
-        Lambda_bar = torch.reshape(Lambda_bar, (-1, self.d_state))                   # (1 or b, N)
+        # Note: log λ, λ and γB are formed once while autograd is off (Layer._cached); with τ only λ^τ (b, N)
+        # is formed per event (discretize_event), and the new state is written into the buffer of B u.
+        log_lambda, Lambda_bar, B = self._cached("step_system", self._step_system)   # (N,), (N,), (N, H)
+        if tau is not None:
+            Lambda_bar, _ = discretize_event(log_lambda, 1.0, "dirac", tau[:, 0], gamma_bar=1.0)  # (b, N) λ^τ
         new_state = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype)).addcmul_(Lambda_bar, state)  # (b, N)
         return self.read_out(new_state, x[:, 0]), new_state
+
+    def _step_system(self):
+        """(log λ (N,), λ (N,), γ ⊙ B (N, H)) of `step`: the τ-independent arrays, complex."""
+        log_lambda = -torch.exp(self.nu_log) + 1j * torch.exp(self.theta_log)      # (N,)
+        Lambda_bar, B, _, _ = self.discrete_system()                                 # (N,), (N, H)
+        return log_lambda, Lambda_bar, B
 
     def kernel(self, L):
         """K (L, H_out, H_in) real: K_l = Re(C diag(λ^l) γB) + [l = 0]·diag(D); y = causal_conv(K, x)."""

@@ -25,9 +25,9 @@ import torch
 from reference.layers.rglru import RGLRU as ReferenceRGLRU
 from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_positive_int, prepare_call
 from ._griffin import block_diagonal, causal_conv, check_resets, conv_windows, gelu_tanh, softplus
 from ._math import final_state
 
@@ -159,9 +159,9 @@ class RGLRU(Layer):
         """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
         → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        batch = x.shape[0]
-        state = check_state(state, self.state_shape(batch), self.dtype, name="state", like=self)
+        # Note: check_step reads finiteness with one min/max reduction (no state-sized temporaries).
+        x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape(1)[1:], self.dtype)
+        batch = x.shape[0]                                                                # x (b, 1, H)
         resets = None if reset is None else check_resets(reset, (batch,), name="reset", like=self)[:, None]  # (b, 1)
         window0, h = (state[:, :-1], state[:, -1]) if self.block else (None, state)
         u, windows = self.recurrence_input(x, window0, resets)                            # (b, 1, E)

@@ -24,7 +24,7 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 import torch
 
 from reference.layers.s4d import S4D as ReferenceS4D
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -116,15 +116,22 @@ class S4D(Layer):
         """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
         refuse_streaming(self, "step")
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, H, N)
-        # Note: without τ the discrete system is formed once while autograd is off (Layer._cached), and the
-        # new state is written into the buffer of B u: one (b, H, N) array per event, the state returned.
-        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau) if tau is not None else \
-            self._cached("discrete_system", self.discrete_system)                    # (H, N) or (b, 1, H, N); B (H, N)
-        Lambda_bar = torch.reshape(Lambda_bar, (-1,) + self.state_shape)             # (1 or b, H, N)
-        gamma_bar = torch.reshape(gamma_bar, (-1,) + self.state_shape)               # (1 or b, H, N)
+        # Note: Λ, Δ and the discrete system without τ are formed once while autograd is off (Layer._cached);
+        # with τ only Ā_t, γ̄_t (b, H, N) are formed per event (discretize_event), and the new state is written
+        # into the buffer of B u.
+        Lambda, dt, Lambda_bar, gamma_bar, B = self._cached("step_system", self._step_system)  # (H, N), (H, 1), …
+        if tau is not None:
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)  # (b, H, N)
         Bu = torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))                    # (b, H, N)
         new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, H, N): γ̄ ⊙ Bu + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
+
+    def _step_system(self):
+        """(Λ (H, N), Δ (H, 1), Ā, γ̄, B (H, N)) of `step`: the τ-independent arrays (Ā, γ̄ without τ)."""
+        Lambda = -torch.exp(self.log_A_re) + 1j * self.A_im                  # (H, N)
+        dt = torch.exp(self.log_dt)[:, None]                                  # (H, 1)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system()              # (H, N) ×3
+        return Lambda, dt, Lambda_bar, gamma_bar, B
 
     def kernel(self, L):
         """K (L, H) real: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""

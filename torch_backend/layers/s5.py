@@ -26,7 +26,7 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local s
 import torch
 
 from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -112,15 +112,23 @@ class S5(Layer):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         refuse_streaming(self, "step")
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
-        # Note: without τ the discrete system is formed once while autograd is off (Layer._cached), and the
-        # new state is written into the buffer of B̃ u: one (b, N) array per event, the state returned.
-        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau) if tau is not None else \
-            self._cached("discrete_system", self.discrete_system)                    # (N,) or (b, 1, N); B̃ (N, H)
-        Lambda_bar = torch.reshape(Lambda_bar, (-1, self.d_state))                   # (1 or b, N)
-        gamma_bar = torch.reshape(gamma_bar, (-1, self.d_state))                     # (1 or b, N)
+        # Note: Λ, Δ and the discrete system without τ are formed once while autograd is off (Layer._cached);
+        # with τ only Ā_t, γ̄_t (b, N) are formed per event (discretize_event), and the new state is written
+        # into the buffer of B̃ u.
+        Lambda, dt, Lambda_bar, gamma_bar, B = self._cached("step_system", self._step_system)  # (N,) ×4, (N, H)
+        if tau is not None:
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)  # (b, N)
         Bu = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))                     # (b, N)
         new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, N): γ̄ ⊙ B̃u + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
+
+    def _step_system(self):
+        """(Λ, Δ, Ā, γ̄ (N,), B̃ (N, H)) of `step`: the τ-independent arrays (Ā, γ̄ without τ)."""
+        Lambda_re = torch.clamp(self.Lambda_re, max=CLIP_RE) if self.config["clip_eigs"] else self.Lambda_re
+        Lambda = Lambda_re + 1j * self.Lambda_im                             # (N,)
+        dt = self.config["step_rescale"] * torch.exp(self.log_dt)            # (N,)
+        Lambda_bar, gamma_bar, B, _, _ = self.discrete_system()              # (N,), (N,), (N, H)
+        return Lambda, dt, Lambda_bar, gamma_bar, B
 
     def kernel(self, L):
         """K (L, H_out, H_in) real: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""

@@ -19,22 +19,26 @@ Differences from the reference, each for a reason:
 * precision follows the parameters (float32 by default, float64 after .double());
 * `method` defaults to "auto": on CPU the fused Numba kernel `reference.kernels.selective` as the custom op
   `lrnn_spec::selective_scan` (torch_backend/selective.py: no (b, L, E, N) array, recomputing backward; also
-  `method="fused"`), elsewhere the chunked scan of torch_backend/scan.py on Ā_t and γ̄_t B_t v_t; the
-  reference's default is "sequential", the definition; bidirectional runs its backward direction through the
-  same path (the fused op on the reversed v, Δ_t, B_t, C^b_t), so it never builds h^b either;
+  `method="fused"`), elsewhere `selective_scan_blocked` (also `method="blocked"`): time blocks of 256 steps,
+  each forming its (b, T, E, N) arrays for the chunked scan of torch_backend/scan.py, recomputed in backward
+  (torch.utils.checkpoint), so memory follows b·L·E, not b·L·E·N; any scan method names the whole-sequence
+  definition instead; the reference's default is "sequential", the definition; bidirectional runs its backward
+  direction through the same path (on the reversed v, Δ_t, B_t, C^b_t), so it never builds h^b either;
 * value checks follow `check_finite` and are skipped while torch.compile traces.
 
 Upstream: state-spaces/mamba (`Mamba`, `selective_scan_ref`), johnma2006/mamba-minimal (`MambaBlock`).
 Leaves out: the residual block and norm around the mixer, the CUDA kernels, Mamba-2.
 Glossary (SPEC §1): b batch, L length, H d_model, N d_state; E channels of the SSM, r dt_rank, K d_conv.
 """
+from functools import partial
+
 import torch
 
 from reference.layers.s6 import S6 as ReferenceS6
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import SCAN_METHODS, scan
-from ..selective import selective_scan
-from ._base import Layer, draw_seed
+from ..selective import selective_scan, selective_scan_blocked
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 
@@ -54,7 +58,7 @@ class S6(Layer):
     """Selective SSM (bare) or Mamba mixer (block=True): x (b, L, H) real → y (b, L, H) in the module's dtype."""
 
     reference_class = ReferenceS6
-    methods = SCAN_METHODS + ("fused",)
+    methods = SCAN_METHODS + ("fused", "blocked")
     no_fft_reason = ReferenceS6.no_fft_reason
 
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=1e-3, dt_max=0.1, dt_init="random",
@@ -117,9 +121,11 @@ class S6(Layer):
         if fused:
             return selective_scan(v, dt, -torch.exp(self.A_log), B, C_back, torch.zeros_like(self.D), tau, None,
                                   lengths, self.discretization)[0]                             # (b, L, E)
+        if method == "blocked":
+            return selective_scan_blocked(v, dt, B, C_back, torch.zeros_like(self.D),
+                                          partial(self.discrete_system, check_values=check_values), tau)[0]
         A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_values)           # (b, L, E, N)
-        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], None,
-                      method="chunked" if method == "auto" else method)                       # (b, L, E, N)
+        states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], None, method=method)   # (b, L, E, N)
         return torch.einsum("blen,bln->ble", states, C_back)                                  # (b, L, E)
 
     def read_out(self, states, v, C, z=None, y_back=None):
@@ -163,8 +169,8 @@ class S6(Layer):
                 return_state=False, method="auto", check_finite=True):
         """y (b, L, H), or (y, final state) with return_state=True (Mamba, Algorithm 2; eqs. (2a)–(2b) with the
         selective Δ, B, C of §3.2 and the discretisation of eq. (4)). Arguments as in the reference.
-        Note: method defaults to "auto": the fused Numba op on CPU ("fused" names it), the chunked scan
-        elsewhere; the reference defaults to "sequential", the definition.
+        Note: method defaults to "auto": the fused Numba op on CPU ("fused" names it), the time-blocked torch path
+        elsewhere ("blocked" names it); the reference defaults to "sequential", the definition.
         """
         # Note: initial_state is checked by the layer (a pair for block=True), not by prepare_call.
         x, lengths, tau, _ = prepare_call(self, x, lengths, integration_timesteps, None, method, check_finite)
@@ -173,6 +179,7 @@ class S6(Layer):
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, L, E)
         dt, B, C = self.selection(v)
         fused = method == "fused" or (method == "auto" and x.device.type == "cpu")
+        method = "blocked" if method == "auto" and not fused else method                      # off the CPU
         y_back = backward_states(lambda u, t: self.backward_direction(u, t, lengths, method, fused, check_finite),
                                  v, lengths, tau) if self.bidirectional else None             # (b, L, E), §4.12
         if fused:
@@ -182,11 +189,18 @@ class S6(Layer):
             y = self.mix_out(y_ssm if y_back is None else y_ssm + y_back, z)                  # (b, L, H)
             if not return_state:
                 return y
+        elif method == "blocked":
+            # Note: the pure-torch fast path (time blocks, recomputed in backward), tested equal to the lines below.
+            y_ssm, states_at = selective_scan_blocked(v, dt, B, C, self.D,
+                                                      partial(self.discrete_system, check_values=check_finite), tau,
+                                                      h0, self.last_steps(x, lengths) if return_state else None)
+            y = self.mix_out(y_ssm if y_back is None else y_ssm + y_back, z)                  # (b, L, H)
+            if not return_state:
+                return y
         else:
             A_bar, gamma_bar = self.discrete_system(dt, tau, check_values=check_finite)       # (b, L, E, N)
             # ---- the recurrence
-            states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0,
-                          method="chunked" if method == "auto" else method)                   # (b, L, E, N)
+            states = scan(A_bar, gamma_bar * B[:, :, None, :] * v[..., None], h0, method=method)  # (b, L, E, N)
             y = self.read_out(states, v, C, z, y_back)                                         # (b, L, H)
             if not return_state:
                 return y
@@ -200,11 +214,21 @@ class S6(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        conv0, h = self.check_state(state, x.shape[0], name="state")
+        if self.block:
+            x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)
+            conv0, h = self.check_state(state, x.shape[0], name="state")                       # x (b, 1, H)
+        else:
+            # Note: the bare state is checked by check_step (finiteness from one min/max reduction, no zero state).
+            x, tau, h = check_step(self, x_t, state, integration_timestep, (self.d_inner, self.d_state),
+                                   self.dtype)                                                 # (b, 1, H), (b, E, N)
+            conv0 = None
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
         dt, B, C = self.selection(v)
-        A_bar, gamma_bar = self.discrete_system(dt, tau)                                       # (b, 1, E, N)
-        new_h = A_bar[:, 0] * h + gamma_bar[:, 0] * B[:, 0, None, :] * v[:, 0, :, None]       # (b, E, N)
+        # Note: A = −exp(A_log) is formed once while autograd is off (Layer._cached); Ā_t, γ̄_t come from
+        # discretize_event (few temporaries), and the new state is written into the buffer of Ā_t.
+        A = self._cached("A", lambda: -torch.exp(self.A_log))                                 # (E, N)
+        A_bar, gamma_bar = discretize_event(A, dt[:, 0, :, None], self.discretization,
+                                            None if tau is None else tau[:, 0])               # (b, E, N), (b, E, 1|N)
+        new_h = A_bar.mul_(h).addcmul_(gamma_bar * v[:, 0, :, None], B[:, 0, None, :])       # (b, E, N)
         y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
         return y_t, ((p_ext[:, 1:], new_h) if self.block else new_h)

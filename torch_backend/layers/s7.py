@@ -21,11 +21,11 @@ import torch
 
 from reference.layers.s5 import CLIP_RE
 from reference.layers.s7 import S7 as ReferenceS7, STABLESSM_A, STABLESSM_B
-from ..discretize import discretize
+from ..discretize import discretize, discretize_event
 from ..scan import SCAN_METHODS, scan
-from ._base import Layer, draw_seed
+from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_positive_int, prepare_call
 from ._math import final_state
 
 
@@ -128,8 +128,26 @@ class S7(Layer):
     def step(self, x_t, state, integration_timestep=None):
         """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
         refuse_streaming(self, "step")
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)  # (b, 1, H)
-        state = check_state(state, (x.shape[0], self.d_state), name="state", like=self)
-        Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
-        new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
-        return self.read_out(new_state[:, None], x, C)[:, 0], new_state
+        x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
+        # Note: the formulas of discrete_system and read_out for one event, without forming the complex B_t
+        # (N, H) and C_t (H, N) (2NH numbers each, H times the state): B_t u_t and Re(C_t x_t) are contracted
+        # from the real and imaginary halves of x_proj's output, and Λ is formed once while autograd is off
+        # (Layer._cached). Equal to the definition to rounding (the sums run in another order).
+        (b, _, H), N, r = x.shape, self.d_state, self.dt_rank
+        u = x[:, 0]                                                                      # (b, H)
+        # x_proj's three row blocks one by one, so that each output is contiguous (b, N) merge into one batch axis
+        W, bias, widths = self.x_proj.weight, self.x_proj.bias, [r, 2 * N * H, 2 * N * H]
+        s, B_hat, C_hat = (torch.addmm(c, u, w.T) for w, c in zip(W.split(widths), bias.split(widths)))
+        B_hat, C_hat = B_hat.reshape(b, N, H, 2), C_hat.reshape(b, H, N, 2)             # B_t's and C_t's parts
+        dt = self.config["step_rescale"] * softplus(torch.addmm(self.dt_proj.bias, s, self.dt_proj.weight.T))
+        dt = torch.clamp(dt, min=torch.finfo(dt.dtype).tiny)                            # (b, N)
+        Lambda = self._cached("Lambda", self.Lambda)                                     # (N,)
+        Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization,
+                                                 None if tau is None else tau[:, 0])     # (b, N), (b, N)
+        # B_t u_t = Σ_h B̂[n, h, c] u_h as one product per row: B̂ (N, 2H) times u ⊗ I₂ (2H, 2), nothing copied
+        u_pairs = torch.diag_embed(u[:, :, None].expand(b, H, 2)).reshape(b, 2 * H, 2)  # (b, 2H, 2)
+        Bu = torch.bmm(B_hat.reshape(b, N, 2 * H), u_pairs)                              # (b, N, 2) real, imaginary
+        new_state = torch.view_as_complex(Bu).mul_(gamma_bar).addcmul_(Lambda_bar, state)  # (b, N)
+        C_hat[..., 1].neg_()                                                             # Re(C x) = Ĉ_0 Re x − Ĉ_1 Im x
+        Cx = torch.matmul(C_hat.reshape(b, H, 2 * N), torch.view_as_real(new_state).reshape(b, 2 * N, 1))  # (b, H, 1)
+        return torch.addcmul(Cx[..., 0].mul_(self.kappa), self.D, u), new_state
