@@ -6,7 +6,8 @@ import pytest
 from numba import njit
 
 from parity_tests.tolerances import FAST_EXP_RTOL_BY_DTYPE, assert_close
-from reference.kernels.selective import CHUNK, EB, fast_exp, selective_scan_fused
+from reference.kernels.fast_exp import fast_exp
+from reference.kernels.selective import CHUNK, EB, selective_scan_fused
 from reference.layers.s6 import S6, S6_METHODS
 
 

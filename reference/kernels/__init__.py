@@ -9,6 +9,7 @@ the math never needs to open this package.
 
     scan       the tuned linear scan h_t = a_t ⊙ h_{t−1} + b_t and its fused adjoint (SPEC §3)
     selective  the fused selective scan of S6 (SPEC §4.8)
+    fast_exp   the vectorisable exponential the selective scan computes with
     adjoint    the fused adjoint of S4D's depthwise recurrence, used by `S4D.vjp` (SPEC §4.5, §11)
     launch     how every kernel is compiled and launched (cache, serial twin, threads)
 """

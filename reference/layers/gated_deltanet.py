@@ -29,13 +29,14 @@ einsum letters b l h k v, d for the d_model input axis of a projection, o for it
 """
 import numpy as np
 
-from ..backward import (contract, delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_read_out_vjp,
-                        parameter_gradients, prepare_vjp, projection_vjp)
+from ..backward import contract, parameter_gradients, prepare_vjp
 from ..init import check_dt_range
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps)
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._matrix_state_backward import (delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_read_out_vjp,
+                                     projection_vjp)
 from .matrix_state import (DELTA_METHODS, check_flag, check_step_timestep, check_unused, delta_recurrence, head_sizes,
                            interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, softplus, split_heads,
                            valid_steps)

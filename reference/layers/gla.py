@@ -25,13 +25,13 @@ einsum letters b l h (heads) k v, d for the d_model input axis of a projection, 
 """
 import numpy as np
 
-from ..backward import (contract, gla_recurrence_vjp, gla_states, matrix_read_out_vjp, parameter_gradients, prepare_vjp,
-                        projection_vjp)
+from ..backward import contract, parameter_gradients, prepare_vjp
 from ..init import check_real
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps)
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._matrix_state_backward import gla_recurrence_vjp, gla_states, matrix_read_out_vjp, projection_vjp
 from .matrix_state import (GLA_METHODS, check_flag, check_step_timestep, check_unused, gla_recurrence, head_sizes,
                            linear_init, logsigmoid, rms_norm, sigmoid, split_heads, valid_steps)
 

@@ -9,9 +9,7 @@ Every function takes time-first tensors and returns (o, final_state); the state 
     q, k (b, L, h, d_k)   v (b, L, h, d_v)   β (b, L, h)   initial_state, final_state (b, h, d_k, d_v)
     log_alpha: None (α ≡ 1), (b, L, h) a scalar per head, or (b, L, h, d_k) (GLA only); every entry <= 0.
 Methods: "sequential" (the definition; autograd records L steps), the §3 scans on the flattened state (GLA) or
-"dense" (`scan_dense` on the columns of S, delta family), and "chunkwise" (§4.11.6, differentiable by autograd:
-masked pairwise decays with exponents <= 0 for GLA; one batched `solve_triangular` for every chunk of the
-delta family at once, then a loop over chunks that carries the state).
+"dense" (`scan_dense` on the columns of S, delta family), and "chunkwise" (§4.11.6, differentiable by autograd).
 Differences from the reference, each for a reason:
 * the chunkwise forms pad the sequence to whole chunks with identity steps (q = k = v = β = log α = 0) so that
   the intra-chunk parts of all chunks (GLA) and their UT transforms (delta family: one batched triangular solve)
@@ -23,8 +21,7 @@ Differences from the reference, each for a reason:
   matmul or elementwise op over all chunks, and the Python loop over chunks only carries the state;
 * precision follows the inputs (float32 by default, float64 for parity).
 Upstream: fla-org/flash-linear-attention 0.6.0 `fla/ops/*/naive.py`.
-Einsum letters: b batch, l time (r, s inside a chunk, c the chunk; n the leaf blocks and p the block pairs of
-GLA), h heads, k key index (i, j), v value index.
+Einsum letters: b batch, l time (r, s in a chunk, c the chunk; n, p GLA's leaf blocks and block pairs), h heads, k key index (i, j), v value index.
 """
 import math
 
