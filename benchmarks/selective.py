@@ -2,10 +2,12 @@
 bound (a copy of its inputs and outputs in the same run), a mamba-minimal-style torch loop, and nn.GRU of the same
 width; peak memory of each (tracemalloc does not see torch's allocator, so the peak is the process's max RSS growth).
 
-    python -m benchmarks.selective [--quick] [--skip-loop-backward]
+    python -m benchmarks.selective [--quick] [--skip-loop-backward] [--discretization NAME] [--fused-only]
 
 Default size (b, L, E, N) = (8, 2048, 256, 16), float32; --quick uses (2, 512, 64, 16). --skip-loop-backward leaves
-out the torch loop's forward + backward (≈ 35 min at the default size). Prints, asserts nothing.
+out the torch loop's forward + backward (≈ 35 min at the default size). --discretization picks the fused op's method
+(default exp_euler; the torch loop and GRU rows are exp_euler-style whatever it is); --fused-only leaves out the loop
+and GRU rows. Prints, asserts nothing.
 """
 import argparse
 import resource
@@ -13,6 +15,7 @@ import time
 
 import torch
 
+from reference.kernels.selective import METHOD_CODES
 from torch_backend.selective import selective_scan
 
 
@@ -45,6 +48,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-loop-backward", action="store_true")
+    parser.add_argument("--discretization", default="exp_euler", choices=sorted(METHOD_CODES))
+    parser.add_argument("--fused-only", action="store_true")
     args = parser.parse_args()
     batch, L, E, N = (2, 512, 64, 16) if args.quick else (8, 2048, 256, 16)
     repeats = 3
@@ -53,8 +58,9 @@ def main():
     B, C = torch.randn(batch, L, N), torch.randn(batch, L, N)
     A, D = -torch.arange(1.0, N + 1).repeat(E, 1), torch.ones(E)
     leaves = [t.requires_grad_() for t in (v, dt, A, B, C, D)]
-    print(f"(b, L, E, N) = ({batch}, {L}, {E}, {N}) float32, torch threads {torch.get_num_threads()}, "
-          f"best of {repeats} (copy and fused op: of {3 * repeats})")
+    method = args.discretization
+    print(f"(b, L, E, N) = ({batch}, {L}, {E}, {N}) float32, fused op: {method}, "
+          f"torch threads {torch.get_num_threads()}, best of {repeats} (copy and fused op: of {3 * repeats})")
 
     print(f"{'':44s} {'forward ms':>11s} {'fwd+bwd ms':>11s} {'peak RSS growth MB':>19s}", flush=True)
 
@@ -71,10 +77,16 @@ def main():
     copy = row("streaming bound (copy of inputs + outputs)", lambda: [t.clone() for t in inputs + [v]],
                lambda: [t.clone() for t in inputs + [v] + [v, g] + inputs],     # + read inputs and gy, write grads
                3 * repeats, 3 * repeats)                                    # cheap: more repeats against noise
-    fused_fwd = lambda: selective_scan(v, dt, A, B, C, D)                       # noqa: E731
-    fused_fwd_bwd = lambda: torch.autograd.grad(selective_scan(v, dt, A, B, C, D)[0], leaves, g)   # noqa: E731
+    fused_fwd = lambda: selective_scan(v, dt, A, B, C, D, method=method)       # noqa: E731
+    fused_fwd_bwd = lambda: torch.autograd.grad(selective_scan(v, dt, A, B, C, D, method=method)[0],  # noqa: E731
+                                                leaves, g)
     fused_fwd_bwd()                                                              # compile the kernels
     fused = row("fused op (lrnn_spec::selective_scan)", fused_fwd, fused_fwd_bwd, 3 * repeats, 3 * repeats)
+    if args.fused_only:
+        print(f"fused / streaming bound: forward {fused[0] / copy[0]:.1f}x, fwd+bwd {fused[1] / copy[1]:.1f}x; "
+              f"fused fwd+bwd / fwd {fused[1] / fused[0]:.2f}x; "
+              f"fused: {fused[0] / (batch * L * E * N) * 1e9:.2f} ns per (t, e, n) update forward", flush=True)
+        return
     loop = row("mamba-minimal-style torch loop", lambda: minimal_loop(v, dt, A, B, C, D),
                None if args.skip_loop_backward else
                lambda: torch.autograd.grad(minimal_loop(v, dt, A, B, C, D), leaves, g), 1)

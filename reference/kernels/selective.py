@@ -16,36 +16,36 @@ How it is fast (the forward is bound by one exponential per (t, e, n) update):
 * the exponential is `fast_exp` (reference/kernels/fast_exp.py), a polynomial with the exponent built from its
   bits (Cody–Waite reduction and Cephes' coefficients, float32 and float64 versions), because Numba's `np.exp` is a scalar libm call that
   stops the loop from vectorising (no SVML in this build: `numba -s` reports "SVML Operational: False");
-  it is used where e^z is the whole answer (Ā of exp_euler, dirac, async and zoh); γ̄ of zoh and async
-  (φ1, the cancelling e^z − 1) keep the libm `expm1`, so those two run at scalar speed;
+  it is used where e^z is the whole answer (Ā of exp_euler, dirac, async and zoh), and γ̄ of zoh and async
+  (φ1(z) = (e^z − 1)/z, cancelling near 0) is `fast_phi1` beside it (a Taylor polynomial for |z| < ½), so
+  all five methods vectorise;
 * arithmetic stays in the inputs' precision (float32 in, float32 throughout: the constants are typed
   through `dtype.type`);
 * `fastmath=True` is not used: its `nnan`/`ninf` flags would drop the NaN and overflow selects of `fast_exp`,
   and `reassoc` would undo the two-step Cody–Waite reduction; the kernels are exact-IEEE code except
   `_channel_dot(3)`, the backward's sums over channels (the gradients of B_t and C_t), compiled out of line with
-  "reassoc" and "contract" only: a sum in another order (and fused multiply-adds), which is what lets it vectorise.
+  "reassoc" and "contract" only: a sum in another order (and fused multiply-adds), which is what lets it vectorise;
+* the backward's tasks are (row b, block of EB_BACKWARD = 4·EB channels): its reverse scan has a fixed cost per
+  (t, n) (array views, loop set-ups, the two channel sums) that a wider block spreads over more channels
+  (measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32: the backward took ≈ 3.2× the forward
+  with 64-channel blocks, ≈ 2.3× with 256; its three chunk buffers are then 1.6 MB, in L2).
 Gradients of B_t and C_t (shared by the E channels) are summed per channel block in their own buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
+    CHUNK, EB, EB_BACKWARD   steps per stored state, channels per forward task, channels per backward task
     selective_scan_fused(v, dt, A, B, C, D, tau, h0, lengths, method) -> (y, h_last, chunk_states)
     selective_scan_fused_vjp(...)  -> gradients of (v, dt, A, B, C, D, h0)
 """
 import numpy as np
 from numba import prange
 
-from .fast_exp import fast_exp
+from .fast_exp import fast_exp, fast_phi1
 from .launch import njit_cached, parallel_kernel
 
 METHOD_CODES = {"zoh": 0, "bilinear": 1, "exp_euler": 2, "async": 3, "dirac": 4}
 CHUNK = 32                                   # steps between stored states (the backward reruns one chunk)
-EB = 64                                      # channels per task (the vectorised inner loop)
-
-@njit_cached(inline="always")
-def _phi1(z):
-    if z == 0.0:
-        return 1.0
-    return np.expm1(z) / z
-
+EB = 64                                      # channels per forward task (the vectorised inner loop)
+EB_BACKWARD = 256                            # channels per backward task (its per-(t, n) overhead is larger)
 
 @njit_cached(inline="always")
 def _dphi1(z, exp_z, phi1_z):
@@ -76,17 +76,17 @@ def _discrete_row(method, a, dt, tau_t, A_bar, gamma_bar):
             z = a[e] * dt_A if dt_A != 0 else zero
             A_bar[e] = (one + z * half) / (one - z * half)
             gamma_bar[e] = dt_A / (one - z * half)
-    elif method == 0:                                        # zoh: Ā = e^z, γ̄ = Δ_A φ1(z) (libm expm1)
+    elif method == 0:                                        # zoh: Ā = e^z, γ̄ = Δ_A φ1(z)
         for e in range(a.shape[0]):
             dt_A = tau_t * dt[e]
             z = a[e] * dt_A if dt_A != 0 else zero
             A_bar[e] = fast_exp(z)
-            gamma_bar[e] = dt_A * np.expm1(z) / z if z != 0 else dt_A
-    else:                                                    # async: Ā = e^z, γ̄ = Δ φ1(λΔ) (libm expm1)
+            gamma_bar[e] = dt_A * fast_phi1(z)
+    else:                                                    # async: Ā = e^z, γ̄ = Δ φ1(λΔ)
         for e in range(a.shape[0]):
             dt_A = tau_t * dt[e]
             A_bar[e] = fast_exp(a[e] * dt_A if dt_A != 0 else zero)
-            gamma_bar[e] = dt[e] * _phi1(a[e] * dt[e])
+            gamma_bar[e] = dt[e] * fast_phi1(a[e] * dt[e])
 
 
 @njit_cached(inline="always")
@@ -177,12 +177,12 @@ def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, g
                      gv, gdt, gA_T, gB_parts, gC_parts, gD, gh0):
     batch, L, E = v.shape
     N = A_T.shape[0]
-    blocks = (E + EB - 1) // EB
+    blocks = (E + EB_BACKWARD - 1) // EB_BACKWARD
     zero = v.dtype.type(0.0)
     for task in prange(batch * blocks):
         i, block = np.int64(task) // blocks, np.int64(task) % blocks
-        e0 = block * EB
-        e1 = min(E, e0 + EB)
+        e0 = block * EB_BACKWARD
+        e1 = min(E, e0 + EB_BACKWARD)
         width = e1 - e0
         states = np.empty((CHUNK + 1, N, width), v.dtype)                       # h_{start−1} .. h_{end}
         A_bars = np.empty((CHUNK, N, width), v.dtype)                           # Ā_t of the chunk
@@ -190,10 +190,10 @@ def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, g
         lam = np.zeros((N, width), v.dtype)                                     # adjoint λ_t
         A_next = np.ones((N, width), v.dtype)                                   # Ā_{t+1} of the step after t
         g_A = np.zeros((N, width), v.dtype)                                     # ∂/∂Aᵀ of the block
-        # ∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ, (EB,) each: four arrays (rows of one array would stop the vectorising)
+        # ∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ (width,) each: four arrays (rows of one array would stop the vectorising)
         dA_ddt, dA_da, dg_ddt, dg_da = (np.empty(width, v.dtype), np.empty(width, v.dtype),
                                         np.empty(width, v.dtype), np.empty(width, v.dtype))
-        g_v, g_dt, g_D = np.empty(width, v.dtype), np.empty(width, v.dtype), np.zeros(width, v.dtype)  # (EB,)
+        g_v, g_dt, g_D = np.empty(width, v.dtype), np.empty(width, v.dtype), np.zeros(width, v.dtype)  # (width,)
         for c in range((L + CHUNK - 1) // CHUNK - 1, -1, -1):
             start, end = c * CHUNK, min(L, (c + 1) * CHUNK)
             states[0] = chunk_states[i, c, :, e0:e1]
@@ -273,14 +273,14 @@ def selective_scan_fused_vjp(v, dt, A, B, C, D, tau, lengths, method, chunk_stat
     v, dt, A_T, B, C, D, tau, _, last, code = _prepare(v, dt, A, B, C, D, tau, None, lengths, method)
     batch, L, E = v.shape
     N = A_T.shape[0]
-    blocks = (E + EB - 1) // EB
+    blocks = (E + EB_BACKWARD - 1) // EB_BACKWARD
     gy = np.ascontiguousarray(gy, v.dtype)                                      # (b, L, E)
     gh_last_T = np.zeros((batch, N, E), v.dtype) if gh_last is None else \
         np.ascontiguousarray(np.swapaxes(np.asarray(gh_last, v.dtype), 1, 2))  # (b, N, E)
     gv, gdt = np.empty_like(v), np.empty_like(v)                                # (b, L, E) each
     gA_rows = np.empty((batch, N, E), v.dtype)                                  # (b, N, E)
-    gB_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB, L, N)
-    gC_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB, L, N)
+    gB_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB_BACKWARD, L, N)
+    gC_parts = np.empty((batch, blocks, L, N), v.dtype)                         # (b, E/EB_BACKWARD, L, N)
     gD_rows = np.empty((batch, E), v.dtype)                                     # (b, E)
     gh0_T = np.empty((batch, N, E), v.dtype)                                    # (b, N, E)
     _backward_kernel(v, dt, A_T, B, C, D, tau, last, code, np.ascontiguousarray(chunk_states, v.dtype), gy,
