@@ -491,6 +491,7 @@ def rms_norm_readout_bound(layer, run):
     (the o-level budget times the read-out's Jacobian bound, element by element; where the norm is well
     conditioned this is about max|y| and the table is unchanged). `run` calls the layer; its `read_out(o)` is
     observed to get o."""
+    from reference.layers.matrix_state import NORM_EPS
     captured = []
     read_out = layer.read_out
     layer.read_out = lambda o: captured.append(o) or read_out(o)
@@ -499,7 +500,7 @@ def rms_norm_readout_bound(layer, run):
     finally:
         del layer.read_out
     o = captured[0]                                                                      # (b, L, h, d_v)
-    rms = np.sqrt(np.mean(o * o, axis=-1) + 1e-5)                                        # (b, L, h)
+    rms = np.sqrt(np.mean(o * o, axis=-1) + NORM_EPS)                                    # (b, L, h)
     h, d_v = o.shape[2], o.shape[3]
     W = np.abs(layer.params["W_out"]).reshape(-1, h, d_v) * np.abs(layer.params["norm_weight"])   # (H, h, d_v)
     return result, np.max(np.abs(o)) * np.einsum("ihd,blh->bli", W, 1.0 / rms)          # (b, L, H)

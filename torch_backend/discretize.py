@@ -24,7 +24,7 @@ import torch
 from reference.discretize import DENSE_METHODS, METHODS, check_method
 
 __all__ = ["METHODS", "DENSE_METHODS", "check_method", "check_timesteps", "phi1", "discretize", "discretize_event",
-           "discretize_dense"]
+           "discretize_dense", "all_finite"]
 
 
 def checking_values(check_values=True):
@@ -181,7 +181,7 @@ def discretize_event(Lambda, dt, method, tau, gamma_bar=None):
         denominator = torch.neg(half).add_(w)                                        # (b, S...) w − λv/2
         return half.add_(w).div_(denominator), denominator.reciprocal_().mul_(v.mul_(2.0))
     z = torch.mul(Lambda, dt_A).masked_fill_(at_zero, 0)                             # (b, S...) λΔ_A
-    if not _all_finite(z):                                                           # λΔ_A overflowed (a huge gap):
+    if not all_finite(z):                                                           # λΔ_A overflowed (a huge gap):
         return _event_by_discretize(Lambda, dt, method, tau, gamma_bar)              # Ā = 0 as in `discretize`
     Lambda_bar = torch.exp(z)                                                        # (b, S...)
     if method in ("async", "dirac"):
@@ -212,9 +212,14 @@ def _event_by_discretize(Lambda, dt, method, tau, gamma_bar):
     return Lambda_bar, (gamma_bar if method in ("async", "dirac") else full_gamma)
 
 
-def _all_finite(z):
-    """No NaN or ±inf in z, read from its minimum and maximum (two numbers, no z-sized temporary)."""
-    low, high = torch.aminmax(torch.view_as_real(z) if z.is_complex() else z)             # NaN propagates
+def all_finite(value):
+    """True when `value` is a non-empty real or complex tensor without NaN or ±inf, read from its minimum and
+    maximum (one reduction to two numbers: no tensor-sized temporary, where `torch.isfinite(x).all()` makes
+    a bool and an absolute value per element); False for anything else, and while torch.compile traces."""
+    if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()) \
+            or value.numel() == 0 or torch.compiler.is_compiling():
+        return False
+    low, high = torch.aminmax(torch.view_as_real(value) if value.is_complex() else value)   # NaN propagates
     return bool(torch.isfinite(low) & torch.isfinite(high))
 
 

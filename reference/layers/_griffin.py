@@ -1,4 +1,4 @@
-"""The Griffin pieces of the RG-LRU layer (SPEC §4.9), beside `rglru.py`: softplus, the tanh GELU of the block's
+"""The Griffin pieces of the RG-LRU layer (SPEC §4.9), beside `rglru.py`: the tanh GELU of the block's
 gate, the block's initialiser, block-diagonal gate projections, the causal Conv1D over input windows cut at resets, and the adjoints the
 hand-written backward pass needs. Glossary as in rglru.py: b batch, L length, E recurrence width, W conv width;
 einsum letters h (head) i j (features in a head) e k (tap).
@@ -15,11 +15,6 @@ def block_params(rng, H, E, width, final_scale):
         "linear_out.bias": np.zeros(H),                                                                 # (H,)
         "conv_1d.w": rng.normal(0.0, np.sqrt(0.01 / width), (width, E)), "conv_1d.b": np.zeros(E),     # (W, E), (E,)
     }
-
-
-def softplus(z):
-    """log(1 + e^z) without overflow (SPEC: logaddexp(0, z) in both backends)."""
-    return np.logaddexp(0.0, z)
 
 
 def gelu_tanh(x):

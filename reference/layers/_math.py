@@ -1,4 +1,5 @@
-"""Shared math of the reference layers: kernel powers, FFT causal convolution, final states (SPEC §4.6).
+"""Shared math of the reference layers: kernel powers, FFT causal convolution, final states (SPEC §4.6), and the
+softplus of the selective and gated layers.
 
 Glossary (SPEC §1): b batch, L length, S... any state axes.
 """
@@ -49,3 +50,8 @@ def powers(Lambda_bar, L):
     steps = np.broadcast_to(Lambda_bar, (L - 1,) + np.shape(Lambda_bar))
     return np.concatenate([np.ones((1,) + np.shape(Lambda_bar), np.result_type(Lambda_bar)),
                            np.cumprod(steps, axis=0)], axis=0)
+
+
+def softplus(z):
+    """log(1 + e^z) = logaddexp(0, z), without overflow (SPEC §4.8–§4.11: the same formula in both backends)."""
+    return np.logaddexp(0.0, z)

@@ -6,8 +6,9 @@ reference/backward.py. Glossary as in matrix_state.py: b batch, l time, h heads,
 """
 import numpy as np
 
-from ..backward import contract
-from .matrix_state import rms_norm
+from ..backward import contract, parameter_gradients, prepare_vjp
+from ._bidirectional import check_call, reverse_within, reversed_gaps
+from .matrix_state import NORM_EPS, rms_norm
 
 
 def gla_states(q, k, v, log_alpha, S0):
@@ -87,7 +88,7 @@ def delta_recurrence_vjp(q, k, v, beta, log_alpha, S0, states, grad_o):
     return grad_q, grad_k, grad_v, grad_beta, grad_log_alpha, carry
 
 
-def rms_norm_vjp(grad_y, o, weight, eps=1e-5):
+def rms_norm_vjp(grad_y, o, weight, eps=NORM_EPS):
     """y = o/ρ ⊙ w, ρ = sqrt(mean(o²) + ε) over the last axis: G_o = (G_y w − ô mean(G_y w ⊙ ô))/ρ with ô = o/ρ;
     G_w = Σ G_y ⊙ ô. Returns (G_o like o, G_w like weight)."""
     rho = np.sqrt(np.mean(o * o, axis=-1, keepdims=True) + eps)                          # (..., 1)
@@ -117,3 +118,25 @@ def matrix_read_out_vjp(grad_y, o, W_out, norm_weight):
 def projection_vjp(grad_z, x, W):
     """z = W x over the last axis (W (out, in), no bias): (G_x (b, L, in), G_W (out, in)) from G_z (b, L, out)."""
     return contract("blo,od->bld", grad_z, W), contract("blo,bld->od", grad_z, x)
+
+
+# ----------------------------------------------------------------------------- the layers' vjp
+def matrix_state_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state):
+    """`vjp` of GLA, GatedDeltaNet and DeltaProduct (arguments and results as `layer.vjp`): each layer's
+    `_direction(x, lengths, τ, h0, query)` re-runs one direction keeping every state and returns (o, back);
+    the read-out's adjoint (`matrix_read_out_vjp`) gives G_o, and back(G_o, grads) the rest. Bidirectional
+    (SPEC §4.12): the same direction on the reversed rows with the reversed gaps and the query W_q_back, its o and
+    G_x reversed back; the shared projections' gradients are the two directions' sums."""
+    check_call(layer, initial_state, False)                                                # bidirectional: no h0
+    grad_y, x, lengths, tau, h0 = prepare_vjp(layer, grad_y, x, lengths, integration_timesteps, initial_state)
+    o, back = layer._direction(x, lengths, tau, h0, "W_q")                                 # (b, L, h, d_v)
+    if layer.bidirectional:
+        x_r = reverse_within(x, lengths)                                                   # (b, L, H)
+        o_r, back_r = layer._direction(x_r, lengths, reversed_gaps(tau, lengths), None, "W_q_back")
+        o = o + reverse_within(o_r, lengths)                                               # (b, L, h, d_v)
+    grad_o, grads = matrix_read_out_vjp(grad_y, o, layer.params["W_out"], layer.params["norm_weight"])
+    grad_x, grad_S0 = back(grad_o, grads)
+    if layer.bidirectional:
+        grad_x_r, _ = back_r(reverse_within(grad_o, lengths), grads)
+        grad_x = grad_x + reverse_within(grad_x_r, lengths)                                # (b, L, H)
+    return grad_x, parameter_gradients(layer, grads), None if h0 is None else grad_S0

@@ -43,7 +43,7 @@ from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              two_sided_kernel)
 from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import final_state_by_convolution, final_state, powers
+from ._math import final_state_by_convolution, final_state, powers, softplus
 
 MODES = ("neck", "pointwise", "dws", "full")
 MODE_ALIASES = {"pw": "pointwise", "s5": "pointwise"}
@@ -82,11 +82,6 @@ def mode_shapes(d_model, d_state, sub_state_dim, mode):
     log_dt = {"neck": (R,), "pointwise": (R * M,), "dws": (H, M), "full": (H, M)}[mode]
     dt_view = {"neck": (R, 1), "pointwise": (R * M,), "dws": (H, M), "full": (H, 1, M)}[mode]
     return {"state": state, "log_dt": log_dt, "dt_view": dt_view}
-
-
-def softplus(x):
-    """log(1 + e^x), without overflow."""
-    return np.logaddexp(0.0, x)
 
 
 def inverse_softplus(y):

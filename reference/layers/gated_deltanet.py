@@ -29,16 +29,16 @@ einsum letters b l h k v, d for the d_model input axis of a projection, o for it
 """
 import numpy as np
 
-from ..backward import contract, parameter_gradients, prepare_vjp
+from ..backward import contract
 from ..init import check_dt_range
 from ._base import Layer
-from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
-                             reversed_gaps)
+from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
-from ._matrix_state_backward import (delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_read_out_vjp,
+from ._matrix_state_backward import (delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_state_vjp,
                                      projection_vjp)
+from ._math import softplus
 from .matrix_state import (DELTA_METHODS, check_flag, check_step_timestep, check_unused, delta_recurrence, head_sizes,
-                           interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, softplus, split_heads,
+                           interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, split_heads,
                            valid_steps)
 
 DT_MIN, DT_MAX = 1e-3, 0.1
@@ -193,19 +193,7 @@ class GatedDeltaNet(Layer):
         Bidirectional (SPEC §4.12): the same adjoint on the reversed rows (query W_q_back), its G_x reversed back;
         the shared projections' gradients are the two directions' sums.
         """
-        check_call(self, initial_state, False)                                             # bidirectional: no h0
-        grad_y, x, lengths, tau, h0 = prepare_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
-        o, back = self._direction(x, lengths, tau, h0, "W_q")                              # (b, L, h, d_v)
-        if self.bidirectional:
-            x_r = reverse_within(x, lengths)                                               # (b, L, H)
-            o_r, back_r = self._direction(x_r, lengths, reversed_gaps(tau, lengths), None, "W_q_back")
-            o = o + reverse_within(o_r, lengths)                                           # (b, L, h, d_v)
-        grad_o, grads = matrix_read_out_vjp(grad_y, o, self.params["W_out"], self.params["norm_weight"])
-        grad_x, grad_S0 = back(grad_o, grads)
-        if self.bidirectional:
-            grad_x_r, _ = back_r(reverse_within(grad_o, lengths), grads)
-            grad_x = grad_x + reverse_within(grad_x_r, lengths)                            # (b, L, H)
-        return grad_x, parameter_gradients(self, grads), None if h0 is None else grad_S0
+        return matrix_state_vjp(self, grad_y, x, lengths, integration_timesteps, initial_state)
 
     def _direction(self, x, lengths, tau, h0, query):
         """One direction of `vjp` on x (b, L, H) (the reversed rows for the backward one): (o (b, L, h, d_v),

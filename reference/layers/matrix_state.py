@@ -29,6 +29,7 @@ from ._checks import check_choice, check_positive_int
 
 GLA_METHODS = ("sequential",) + tuple(m for m in SCAN_METHODS if m != "sequential") + ("chunkwise",)
 DELTA_METHODS = ("sequential", "dense", "chunkwise")
+NORM_EPS = 1e-5                                  # the per-head RMSNorm's ε (fla's default)
 
 
 # ----------------------------------------------------------------------------- elementwise maps of the layers
@@ -42,11 +43,6 @@ def sigmoid(z):
     return np.exp(logsigmoid(z))
 
 
-def softplus(z):
-    """softplus(z) = logaddexp(0, z) (SPEC selective shared rules; both backends)."""
-    return np.logaddexp(0.0, z)
-
-
 def silu(z):
     """z·σ(z)."""
     return z * sigmoid(z)
@@ -57,7 +53,7 @@ def l2_normalize(z, eps=1e-6):
     return z / np.sqrt(np.sum(z * z, axis=-1, keepdims=True) + eps)
 
 
-def rms_norm(o, weight, eps=1e-5):
+def rms_norm(o, weight, eps=NORM_EPS):
     """o / sqrt(mean(o²) + eps) ⊙ weight over the last axis (the per-head output norm, SPEC §4.11.0)."""
     return o / np.sqrt(np.mean(o * o, axis=-1, keepdims=True) + eps) * weight
 

@@ -45,8 +45,8 @@ from ._bidirectional import (backward_states, check_bidirectional, check_call, r
                              reversed_gaps)
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._griffin import (block_diagonal, block_diagonal_vjp, block_params, causal_conv, check_resets, conv_windows,
-                       gelu_tanh, gelu_tanh_derivative, softplus)
-from ._math import final_state
+                       gelu_tanh, gelu_tanh_derivative)
+from ._math import final_state, softplus
 
 MIN_SQRT_ARGUMENT = 1e-6     # d sqrt(v)/dv = 1/sqrt(max(4v, 1e-6)) <= 1000 (upstream SqrtBoundDerivative)
 NO_FFT_REASON = "a_t depends on the input (a selective transition), so the layer has no convolution kernel view"

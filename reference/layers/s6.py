@@ -43,17 +43,13 @@ from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._math import softplus
 from ._s6_backward import mix_in_vjp, mix_out_vjp
 
 S6_METHODS = tuple(m for m in METHODS if m != "none")
 DT_INITS = ("random", "constant")
 BLOCK_DEFAULTS = {"expand": 2, "d_conv": 4, "conv_bias": True, "bias": False}
 DT_FLOOR = np.finfo(np.float64).tiny   # Δ_t >= the smallest normal float: softplus underflows to 0 below z ≈ −745
-
-
-def softplus(z):
-    """log(1 + e^z) = logaddexp(0, z) (SPEC §4.8: the same formula in both backends)."""
-    return np.logaddexp(0.0, z)
 
 
 def softplus_inverse(y):

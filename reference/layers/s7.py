@@ -37,7 +37,7 @@ from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
 from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
-from ._math import final_state
+from ._math import final_state, softplus
 from .s5 import CLIP_RE, check_s5_arguments
 
 REPARAMS = ("none", "stablessm")
@@ -45,11 +45,6 @@ STABLESSM_A, STABLESSM_B = 1.0, 0.5
 DT_INIT_FLOOR = 1e-4
 DT_FLOOR = np.finfo(np.float64).tiny
 NO_FFT_REASON = "Δ_t, B_t and C_t depend on the input (a selective system), so there is no convolution kernel view"
-
-
-def softplus(z):
-    """log(1 + e^z) without overflow (SPEC: logaddexp(0, z) in both backends)."""
-    return np.logaddexp(0.0, z)
 
 
 def softplus_inverse(y):

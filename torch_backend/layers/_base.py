@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from reference.layers._base import check_params, read_saved
+from ..discretize import all_finite
 from ..exchange import register_torch_class
 from ._checks import _dtype_device, check_state, check_step_input, complex_dtype
 
@@ -235,17 +236,6 @@ class Layer(torch.nn.Module):
 _NO_HALF = ("{} cannot be converted to {}: its recurrences need float32 or float64 (complex states have no "
             "half-precision kernels); for mixed precision keep the module in float32 and call it under "
             "torch.autocast, which runs the recurrence in float32 and returns outputs in the autocast dtype")
-
-
-def all_finite(value):
-    """True when `value` is a non-empty real or complex tensor without NaN or ±inf, read from its minimum and
-    maximum (one reduction to two numbers: no tensor-sized temporary, where `torch.isfinite(x).all()` makes
-    a bool and an absolute value per element); False for anything else, and while torch.compile traces."""
-    if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()) \
-            or value.numel() == 0 or torch.compiler.is_compiling():
-        return False
-    low, high = torch.aminmax(torch.view_as_real(value) if value.is_complex() else value)   # NaN propagates
-    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def check_step(layer, x_t, state, integration_timestep, state_shape, dtype=None):

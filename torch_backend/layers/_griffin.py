@@ -1,16 +1,11 @@
-"""The Griffin pieces of the RG-LRU layer (SPEC §4.9), PyTorch mirror of reference/layers/_griffin.py: softplus,
-the tanh GELU of the block's gate, block-diagonal gate projections, the causal Conv1D over input windows cut at
+"""The Griffin pieces of the RG-LRU layer (SPEC §4.9), PyTorch mirror of reference/layers/_griffin.py: the tanh
+GELU of the block's gate, block-diagonal gate projections, the causal Conv1D over input windows cut at
 resets. Glossary as in rglru.py: b batch, L length, E recurrence width, W conv width; einsum letters h (head)
 i j (features in a head) e k (tap).
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def softplus(z):
-    """log(1 + e^z) = logaddexp(0, z). Note: not F.softplus, whose threshold 20 differs by up to 2.1e-9 (SPEC)."""
-    return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device))
 
 
 def gelu_tanh(x):

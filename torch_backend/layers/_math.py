@@ -1,5 +1,5 @@
 """Shared math of the torch layers — mirror of reference/layers/_math.py: kernel powers, FFT causal
-convolution, final states (SPEC §4.6).
+convolution, final states (SPEC §4.6), and the softplus of the selective and gated layers.
 
 Glossary (SPEC §1): b batch, L length, S... any state axes.
 """
@@ -49,3 +49,8 @@ def powers(Lambda_bar, L):
     steps = Lambda_bar.expand((L - 1,) + Lambda_bar.shape)                          # (L−1, S...)
     return torch.cat([torch.ones_like(Lambda_bar)[None], torch.cumprod(steps, dim=0)], dim=0)
 
+
+def softplus(z):
+    """log(1 + e^z) = logaddexp(0, z), the reference's formula. Note: not F.softplus, whose threshold 20 differs
+    from it by up to 2.1e-9 (SPEC §4.8)."""
+    return torch.logaddexp(torch.zeros_like(z), z)

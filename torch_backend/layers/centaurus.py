@@ -35,15 +35,10 @@ from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
 from ._checks import LAYER_METHODS, check_positive_int, prepare_call
-from ._math import final_state, final_state_by_convolution, powers
+from ._math import final_state, final_state_by_convolution, powers, softplus
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
            "mode_shapes", "softplus", "io_maps", "Centaurus"]
-
-
-def softplus(x):
-    """log(1 + e^x), without overflow."""
-    return torch.logaddexp(torch.zeros_like(x), x)
 
 
 # Note: no inverse_softplus / init_centaurus here: parameters are initialised by the reference layer

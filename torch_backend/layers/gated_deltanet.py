@@ -27,8 +27,9 @@ from reference.layers.matrix_state import check_step_timestep
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, prepare_call
-from .matrix_state import (DELTA_METHODS, delta_recurrence, l2_normalize, rms_norm, sigmoid, silu, softplus,
-                           split_heads, valid_steps)
+from ._math import softplus
+from .matrix_state import (DELTA_METHODS, delta_recurrence, l2_normalize, rms_norm, sigmoid, silu, split_heads,
+                           valid_steps)
 
 
 class GatedDeltaNet(Layer):

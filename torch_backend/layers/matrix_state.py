@@ -28,6 +28,7 @@ import math
 import torch
 
 from reference.layers._checks import check_choice, check_positive_int
+from reference.layers.matrix_state import NORM_EPS
 from ..scan import SCAN_METHODS, scan, scan_dense
 
 GLA_METHODS = ("sequential",) + tuple(m for m in SCAN_METHODS if m != "sequential") + ("chunkwise",)
@@ -45,11 +46,6 @@ def sigmoid(z):
     return torch.exp(logsigmoid(z))
 
 
-def softplus(z):
-    """softplus(z) = logaddexp(0, z) (not F.softplus, whose threshold differs from the reference)."""
-    return torch.logaddexp(torch.zeros_like(z), z)
-
-
 def silu(z):
     """z·σ(z)."""
     return z * sigmoid(z)
@@ -60,7 +56,7 @@ def l2_normalize(z, eps=1e-6):
     return z / torch.sqrt(torch.sum(z * z, dim=-1, keepdim=True) + eps)
 
 
-def rms_norm(o, weight, eps=1e-5):
+def rms_norm(o, weight, eps=NORM_EPS):
     """o / sqrt(mean(o²) + eps) ⊙ weight over the last axis (the per-head output norm, SPEC §4.11.0)."""
     return o / torch.sqrt(torch.mean(o * o, dim=-1, keepdim=True) + eps) * weight
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
-from ._base import Layer, all_finite, draw_seed
+from ..discretize import all_finite
+from ._base import Layer, draw_seed
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 

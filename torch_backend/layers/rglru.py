@@ -28,8 +28,8 @@ from ..scan import SCAN_METHODS, scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, prepare_call
-from ._griffin import block_diagonal, causal_conv, check_resets, conv_windows, gelu_tanh, softplus
-from ._math import final_state
+from ._griffin import block_diagonal, causal_conv, check_resets, conv_windows, gelu_tanh
+from ._math import final_state, softplus
 
 MAX_SQRT_GRADIENT = 1000.0
 

@@ -41,11 +41,7 @@ from ..selective import selective_scan, selective_scan_blocked
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
 from ._checks import check_positive_int, check_state, check_step_input, prepare_call
-
-
-def softplus(z):
-    """log(1 + e^z) = logaddexp(0, z) (SPEC §4.8). Note: not F.softplus, whose threshold 20 differs by 2e-9."""
-    return torch.logaddexp(torch.zeros_like(z), z)
+from ._math import softplus
 
 
 def silu(z):
