@@ -27,9 +27,10 @@ MIN_REPEATS = 5
 
 
 # ----------------------------------------------------------------------------- arguments
-def parse_args(description, argv=None):
-    """The common command line: --quick, --json PATH, --plot PATH, --repeats, --budget."""
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(description, argv=None, parents=()):
+    """The common command line: --quick, --json PATH, --plot PATH, --repeats, --budget, plus the options of the
+    `parents` parsers (a benchmark's own, built with add_help=False), so --help lists them all."""
+    parser = argparse.ArgumentParser(description=description, parents=list(parents))
     parser.add_argument("--quick", action="store_true", help="small shapes and fewer methods (CI smoke run, < 1 min)")
     parser.add_argument("--json", metavar="PATH", help="write all measurements as JSON to PATH")
     parser.add_argument("--plot", metavar="PATH", help="write a matplotlib figure (PNG/SVG/PDF) to PATH")

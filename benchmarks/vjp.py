@@ -142,9 +142,7 @@ def main(argv=None):
     layer_parser = argparse.ArgumentParser(add_help=False)
     layer_parser.add_argument("--layer", dest="layers", action="append", choices=sorted(LAYERS),
                               help="time only this layer (repeatable) and skip the training epoch")
-    known, rest = layer_parser.parse_known_args(argv)
-    args = C.parse_args(__doc__.splitlines()[0], rest)
-    args.layers = known.layers
+    args = C.parse_args(__doc__.splitlines()[0], argv, parents=[layer_parser])
     info = C.machine_info()
     size = QUICK_SIZE if args.quick else FULL_SIZE
     print(C.header("Reference VJP vs its own forward, (b, L, H, N) = " + str(size), args, info))
