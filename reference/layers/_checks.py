@@ -88,6 +88,19 @@ def check_state(state, shape, dtype=np.complex128, name="initial_state", check_f
     return state.astype(dtype)
 
 
+def check_inplace(given, checked, name="state"):
+    """`step(..., inplace=True)` writes the new state into the arrays it was given, so each must already be
+    the step's own array: a writeable ndarray of the checked dtype (no conversion, which would write into a
+    copy). `given`/`checked`: the state as passed and as checked (arrays, or tuples of them for a tuple state)."""
+    pairs = zip(given, checked) if isinstance(checked, tuple) else [(given, checked)]
+    for part, (g, c) in enumerate(pairs):
+        label = name if not isinstance(checked, tuple) else f"{name}[{part}]"
+        if not isinstance(g, np.ndarray) or g.dtype != c.dtype or not g.flags.writeable:
+            kind = f"{type(g).__name__} of dtype {getattr(g, 'dtype', None)}"
+            raise ValueError(f"inplace=True writes the new state into {label}, so it must be a writeable "
+                             f"numpy array of dtype {c.dtype} (as init_state makes it); got a {kind}")
+
+
 def check_step_input(x_t, d_model, integration_timestep=None):
     """x_t: real (b, H); integration_timestep: None or (b,) >= 0. Returns (x_t (b, 1, H), τ (b, 1) or None)."""
     x_t = np.asarray(x_t)

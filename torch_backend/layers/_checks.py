@@ -159,6 +159,23 @@ def check_state(state, shape, dtype=None, name="initial_state", like=None, check
 
 
 
+def check_inplace(given, checked, name="state"):
+    """`step(..., inplace=True)` writes the new state into the tensors it was given, so each must already be
+    the step's own tensor (the checked state is the given object: no dtype or device conversion, which would
+    write into a copy), and autograd must be off (an in-place write would overwrite values a backward needs).
+    `given`/`checked`: the state as passed and as checked (tensors, or tuples of them for a tuple state)."""
+    if torch.is_grad_enabled():
+        raise ValueError("inplace=True needs autograd off (call step under torch.no_grad() or "
+                         "torch.inference_mode()): writing over the state would destroy what a backward needs")
+    pairs = zip(given, checked) if isinstance(checked, tuple) else [(given, checked)]
+    for part, (g, c) in enumerate(pairs):
+        label = name if not isinstance(checked, tuple) else f"{name}[{part}]"
+        if g is not c:
+            kind = f"{type(g).__name__}" + (f" of dtype {g.dtype} on {g.device}" if isinstance(g, torch.Tensor) else "")
+            raise ValueError(f"inplace=True writes the new state into {label}, so it must be a tensor of dtype "
+                             f"{c.dtype} on {c.device} (as init_state makes it); got a {kind}")
+
+
 def check_step_input(x_t, d_model, integration_timestep=None, like=None, check_finite=True):
     """x_t: real (b, H); integration_timestep: None or (b,) >= 0. Returns (x_t (b, 1, H), τ (b, 1) or None)."""
     x_t = _as_module_tensor(x_t, "x_t", like)
