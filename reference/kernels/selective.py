@@ -22,13 +22,21 @@ How it is fast (the forward is bound by one exponential per (t, e, n) update):
 * arithmetic stays in the inputs' precision (float32 in, float32 throughout: the constants are typed
   through `dtype.type`);
 * `fastmath=True` is not used: its `nnan`/`ninf` flags would drop the NaN and overflow selects of `fast_exp`,
-  and `reassoc` would undo the two-step Cody–Waite reduction; the kernels are exact-IEEE code except
-  `_channel_dot(3)`, the backward's sums over channels (the gradients of B_t and C_t), compiled out of line with
-  "reassoc" and "contract" only: a sum in another order (and fused multiply-adds), which is what lets it vectorise;
+  and `reassoc` would undo the two-step Cody–Waite reduction; the forward and the rerun are exact-IEEE code.
+  The backward's reverse steps (`_reverse_step_shared_gamma`, `_reverse_step_zoh`) and `_channel_dot(3)` hold
+  no exponential and are compiled out of line with "reassoc" and "contract" only: sums in another order (and
+  fused multiply-adds), which is what lets the sums over channels (the gradients of B_t and C_t) vectorise
+  inside the one channel loop;
+* the reverse step is one loop per (t, n) for exp_euler and dirac (γ̄ does not depend on n, so its terms
+  Σ_n λ B_t are summed once per channel and applied after the n loop) and for zoh (its derivatives formed inside
+  the loop, written so that it still vectorises: both branches of φ1' computed and one selected, constants in
+  the inputs' precision); bilinear and async keep derivative rows and separate loops; Ā_{t+1} is read from the
+  chunk's buffer, not copied;
 * the backward's tasks are (row b, block of EB_BACKWARD = 4·EB channels): its reverse scan has a fixed cost per
-  (t, n) (array views, loop set-ups, the two channel sums) that a wider block spreads over more channels
-  (measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32: the backward took ≈ 3.2× the forward
-  with 64-channel blocks, ≈ 2.3× with 256; its three chunk buffers are then 1.6 MB, in L2).
+  (t, n) (array views, loop set-ups) that a wider block spreads over more channels; its three chunk buffers are
+  then 1.6 MB. Measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32 (process CPU time, best of
+  6, the previous kernel in the same run): backward ÷ forward 2.1–2.2 → 1.6–1.9 for exp_euler, dirac and zoh
+  (so forward + backward 2.6–2.9× the forward); bilinear and async unchanged at 2.1–2.3.
 Gradients of B_t and C_t (shared by the E channels) are summed per channel block in their own buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
@@ -91,8 +99,9 @@ def _discrete_row(method, a, dt, tau_t, A_bar, gamma_bar):
 
 @njit_cached(inline="always")
 def _derivative_row(method, a, dt, tau_t, A_bar, gamma_bar, dA_ddt, dA_da, dg_ddt, dg_da):
-    """(∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one n at one step for a block of channels (each (EB,), in place),
-    from its (Ā, γ̄) (no new exponential)."""
+    """Bilinear (1) and async (3): (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one n at one step for a block of channels
+    (each (EB,), in place), from its (Ā, γ̄) (no new exponential). (The other methods' derivatives are formed
+    inside their reverse steps.)"""
     zero, one, half = A_bar.dtype.type(0.0), A_bar.dtype.type(1.0), A_bar.dtype.type(0.5)
     if method == 1:
         for e in range(a.shape[0]):
@@ -101,26 +110,62 @@ def _derivative_row(method, a, dt, tau_t, A_bar, gamma_bar, dA_ddt, dA_da, dg_dd
             q = one / ((one - z * half) * (one - z * half))
             dA_ddt[e], dA_da[e], dg_ddt[e], dg_da[e] = a[e] * tau_t * q, dt_A * q, tau_t * q, dt_A * dt_A * q * half
         return
-    for e in range(a.shape[0]):
-        dA_ddt[e] = a[e] * tau_t * A_bar[e]
-        dA_da[e] = tau_t * dt[e] * A_bar[e]
-    if method == 2:
-        for e in range(a.shape[0]):
-            dg_ddt[e], dg_da[e] = tau_t, zero
-    elif method == 4:
-        for e in range(a.shape[0]):
-            dg_ddt[e], dg_da[e] = zero, zero
-    elif method == 0:                                        # γ̄ = Δ_A φ1(z), e^z = Ā
-        for e in range(a.shape[0]):
-            dt_A = tau_t * dt[e]
-            z = a[e] * dt_A if dt_A != 0 else zero
-            phi1_z = gamma_bar[e] / dt_A if dt_A != 0 else one
-            dg_ddt[e], dg_da[e] = tau_t * A_bar[e], dt_A * dt_A * _dphi1(z, A_bar[e], phi1_z)
-    else:                                                    # async: γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
-        for e in range(a.shape[0]):
-            w = a[e] * dt[e]
-            exp_w = one + a[e] * gamma_bar[e]
-            dg_ddt[e], dg_da[e] = exp_w, dt[e] * dt[e] * _dphi1(w, exp_w, gamma_bar[e] / dt[e])
+    for e in range(a.shape[0]):                              # async: γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
+        w = a[e] * dt[e]
+        exp_w = one + a[e] * gamma_bar[e]
+        dA_ddt[e], dA_da[e] = a[e] * tau_t * A_bar[e], tau_t * dt[e] * A_bar[e]
+        dg_ddt[e], dg_da[e] = exp_w, dt[e] * dt[e] * _dphi1(w, exp_w, gamma_bar[e] / dt[e])
+
+
+@njit_cached(inline="always")
+def _dphi1_select(z, exp_z, phi1_z, c):
+    """`_dphi1` written so that a loop calling it vectorises: both forms computed and one selected, and every
+    constant in z's precision, from c = `_dphi1_constants(dtype)` (a float64 literal would turn float32
+    arithmetic into float64)."""
+    small = abs(z) < c[0]
+    series = c[1] + z * c[2] + z * z * c[3]
+    exact = (exp_z - phi1_z) / (c[4] if small else z)
+    return series if small else exact
+
+
+@njit_cached(inline="always")
+def _dphi1_constants(dtype):
+    """(series threshold 1e-4, ½, ⅓, ⅛, 1) in `dtype`: the constants of `_dphi1_select`."""
+    return (dtype.type(1e-4), dtype.type(0.5), dtype.type(1.0 / 3.0), dtype.type(0.125), dtype.type(1.0))
+
+
+@njit_cached(inline="always")
+def _zoh_derivatives(a, dt, tau_t, A_bar, gamma_bar, c):
+    """zoh (Ā = e^z, γ̄ = Δ_A φ1(z), z = λΔ_A): (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one (n, e) from (Ā, γ̄);
+    c = `_dphi1_constants(dtype)`. Every form is computed and one selected, so a loop calling it vectorises."""
+    dt_A = tau_t * dt
+    at_zero = dt_A == 0
+    z = dt_A if at_zero else a * dt_A
+    quotient = gamma_bar / (c[4] if at_zero else dt_A)
+    phi1_z = c[4] if at_zero else quotient
+    return a * tau_t * A_bar, dt_A * A_bar, tau_t * A_bar, dt_A * dt_A * _dphi1_select(z, A_bar, phi1_z, c)
+
+
+@njit_cached(fastmath={"reassoc", "contract"})
+def _reverse_step_zoh(gy_t, c_t, b_t, A_T, dt_t, v_t, tau_t, A_bar, gamma_bar, A_next, h_prev, h_t,
+                      lam, g_A, g_dt, g_v, gB_t, gC_t):
+    """One reverse step (all n, a block of channels) of zoh: λ_t = gy_t C_t + Ā_{t+1} λ_{t+1} (in place), then
+    the gradients through Ā_t and γ̄_t (`_zoh_derivatives`): ∂Δ, ∂Aᵀ, ∂v accumulated, ∂B_t = Σ_e λ γ̄ v_t,
+    ∂C_t = Σ_e gy_t h_t; reassociated as `_reverse_step_shared_gamma`."""
+    c = _dphi1_constants(gy_t.dtype)
+    for n in range(A_T.shape[0]):
+        c_n, b_n = c_t[n], b_t[n]
+        gB, gC = gy_t[0] - gy_t[0], gy_t[0] - gy_t[0]
+        for e in range(gy_t.shape[0]):
+            lam[n, e] = lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
+            d = _zoh_derivatives(A_T[n, e], dt_t[e], tau_t, A_bar[n, e], gamma_bar[n, e], c)
+            g_A_bar, g_gamma = lam_e * h_prev[n, e], lam_e * b_n * v_t[e]               # ∂/∂Ā_t, ∂/∂γ̄_t
+            g_dt[e] += g_A_bar * d[0] + g_gamma * d[2]
+            g_A[n, e] += g_A_bar * d[1] + g_gamma * d[3]
+            g_v[e] += lam_e * gamma_bar[n, e] * b_n
+            gB += lam_e * gamma_bar[n, e] * v_t[e]
+            gC += gy_t[e] * h_t[n, e]
+        gB_t[n], gC_t[n] = gB, gC
 
 
 @njit_cached(fastmath={"reassoc", "contract"})
@@ -172,13 +217,38 @@ def _forward_kernel(v, dt, A_T, B, C, D, tau, h0, last, method, y, h_last, chunk
                 h_last[i, :, e0:e1] = h
 
 
+@njit_cached(fastmath={"reassoc", "contract"})
+def _reverse_step_shared_gamma(gy_t, c_t, b_t, A_T, dt_t, tau_t, A_bar, A_next, h_prev, h_t, u_t,
+                               lam, g_A, g_dt, r, gB_t, gC_t):
+    """One reverse step (all n, a block of channels) for the methods whose γ̄ does not depend on n
+    (exp_euler: γ̄ = τΔ, dirac: γ̄ = 1), with Ā_t = e^{τΔa}: λ_t = gy_t C_t + Ā_{t+1} λ_{t+1} (in place),
+    ∂Δ += Σ_n λ h_{t−1} Ā_t τ a, ∂Aᵀ += λ h_{t−1} Ā_t τ Δ, r += Σ_n λ B_t (the γ̄ terms, applied per channel by
+    the caller), ∂B_t = Σ_e λ u_t (u_t = γ̄ v_t), ∂C_t = Σ_e gy_t h_t.
+    Reassociated (fastmath "reassoc", "contract", as `_channel_dot`): the two channel sums vectorise inside
+    the one loop; there is no exponential here."""
+    for n in range(A_T.shape[0]):
+        c_n, b_n = c_t[n], b_t[n]
+        gB, gC = gy_t[0] - gy_t[0], gy_t[0] - gy_t[0]
+        for e in range(gy_t.shape[0]):
+            lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
+            lam[n, e] = lam_e
+            q = lam_e * h_prev[n, e] * A_bar[n, e] * tau_t                           # ∂/∂Ā_t · ∂Ā/∂(τΔa)
+            g_dt[e] += q * A_T[n, e]
+            g_A[n, e] += q * dt_t[e]
+            r[e] += lam_e * b_n
+            gB += lam_e * u_t[e]
+            gC += gy_t[e] * h_t[n, e]
+        gB_t[n], gC_t[n] = gB, gC
+
+
 @parallel_kernel()
 def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, gh_last,
                      gv, gdt, gA_T, gB_parts, gC_parts, gD, gh0):
     batch, L, E = v.shape
     N = A_T.shape[0]
     blocks = (E + EB_BACKWARD - 1) // EB_BACKWARD
-    zero = v.dtype.type(0.0)
+    zero, one = v.dtype.type(0.0), v.dtype.type(1.0)
+    shared_gamma = method == 2 or method == 4                                   # γ̄ independent of n
     for task in prange(batch * blocks):
         i, block = np.int64(task) // blocks, np.int64(task) % blocks
         e0 = block * EB_BACKWARD
@@ -188,56 +258,82 @@ def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, g
         A_bars = np.empty((CHUNK, N, width), v.dtype)                           # Ā_t of the chunk
         gammas = np.empty((CHUNK, N, width), v.dtype)                           # γ̄_t of the chunk
         lam = np.zeros((N, width), v.dtype)                                     # adjoint λ_t
-        A_next = np.ones((N, width), v.dtype)                                   # Ā_{t+1} of the step after t
+        A_after = np.ones((N, width), v.dtype)                                  # Ā of the step after the chunk
+        ones = np.ones((N, width), v.dtype)
+        A_T_block = np.ascontiguousarray(A_T[:, e0:e1])                         # (N, width)
         g_A = np.zeros((N, width), v.dtype)                                     # ∂/∂Aᵀ of the block
         # ∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ (width,) each: four arrays (rows of one array would stop the vectorising)
         dA_ddt, dA_da, dg_ddt, dg_da = (np.empty(width, v.dtype), np.empty(width, v.dtype),
                                         np.empty(width, v.dtype), np.empty(width, v.dtype))
         g_v, g_dt, g_D = np.empty(width, v.dtype), np.empty(width, v.dtype), np.zeros(width, v.dtype)  # (width,)
+        r, u, gamma_row = np.empty(width, v.dtype), np.empty(width, v.dtype), np.empty(width, v.dtype)  # Σ_n λ B_t, γ̄ v_t, γ̄
         for c in range((L + CHUNK - 1) // CHUNK - 1, -1, -1):
             start, end = c * CHUNK, min(L, (c + 1) * CHUNK)
             states[0] = chunk_states[i, c, :, e0:e1]
             for t in range(start, end):                                         # rerun the chunk
                 s, v_t = t - start, v[i, t, e0:e1]
                 for n in range(N):
-                    _discrete_row(method, A_T[n, e0:e1], dt[i, t, e0:e1], tau[i, t], A_bars[s, n], gammas[s, n])
+                    _discrete_row(method, A_T_block[n], dt[i, t, e0:e1], tau[i, t], A_bars[s, n], gammas[s, n])
                     b_n, h_prev, h_t = B[i, t, n], states[s, n], states[s + 1, n]
                     A_bar, gamma_bar = A_bars[s, n], gammas[s, n]
                     for e in range(width):
                         h_t[e] = A_bar[e] * h_prev[e] + gamma_bar[e] * b_n * v_t[e]
             for t in range(end - 1, start - 1, -1):                             # reverse scan through it
                 s, v_t, dt_t, gy_t, tau_t = t - start, v[i, t, e0:e1], dt[i, t, e0:e1], gy[i, t, e0:e1], tau[i, t]
+                A_next = A_bars[s + 1] if t + 1 < end else A_after              # Ā_{t+1}
+                if t == last[i]:                                                # λ gains ∂/∂h_last here
+                    for n in range(N):
+                        for e in range(width):
+                            lam[n, e] = A_next[n, e] * lam[n, e] + gh_last[i, n, e0 + e]
+                    A_next = ones
                 for e in range(width):
-                    g_v[e] = D[e0 + e] * gy_t[e]
                     g_dt[e] = zero
                     g_D[e] += gy_t[e] * v_t[e]
-                for n in range(N):
-                    A_bar, gamma_bar, h_prev, h_t = A_bars[s, n], gammas[s, n], states[s, n], states[s + 1, n]
-                    _derivative_row(method, A_T[n, e0:e1], dt_t, tau_t, A_bar, gamma_bar,
-                                    dA_ddt, dA_da, dg_ddt, dg_da)
-                    b_n, c_n = B[i, t, n], C[i, t, n]
-                    lam_n, A_next_n, g_A_n = lam[n], A_next[n], g_A[n]
+                if shared_gamma:                                                # γ̄ (width,) and u = γ̄ v_t
                     for e in range(width):
-                        lam_n[e] = gy_t[e] * c_n + A_next_n[e] * lam_n[e]
-                    if t == last[i]:
+                        gamma_row[e] = tau_t * dt_t[e] if method == 2 else one
+                        r[e] = zero
+                        u[e] = gamma_row[e] * v_t[e]
+                    _reverse_step_shared_gamma(gy_t, C[i, t], B[i, t], A_T_block, dt_t, tau_t, A_bars[s], A_next,
+                                               states[s], states[s + 1], u, lam, g_A, g_dt, r,
+                                               gB_parts[i, block, t], gC_parts[i, block, t])
+                    dgamma_ddt = tau_t if method == 2 else zero                 # ∂γ̄/∂Δ
+                    for e in range(width):
+                        g_v[e] = D[e0 + e] * gy_t[e] + r[e] * gamma_row[e]
+                        g_dt[e] += r[e] * v_t[e] * dgamma_ddt
+                elif method == 0:
+                    for e in range(width):
+                        g_v[e] = D[e0 + e] * gy_t[e]
+                    _reverse_step_zoh(gy_t, C[i, t], B[i, t], A_T_block, dt_t, v_t, tau_t, A_bars[s], gammas[s],
+                                      A_next, states[s], states[s + 1], lam, g_A, g_dt, g_v,
+                                      gB_parts[i, block, t], gC_parts[i, block, t])
+                else:                                                           # async, bilinear
+                    for e in range(width):
+                        g_v[e] = D[e0 + e] * gy_t[e]
+                    for n in range(N):
+                        A_bar, gamma_bar, h_prev, h_t = A_bars[s, n], gammas[s, n], states[s, n], states[s + 1, n]
+                        _derivative_row(method, A_T_block[n], dt_t, tau_t, A_bar, gamma_bar,
+                                        dA_ddt, dA_da, dg_ddt, dg_da)
+                        b_n, c_n = B[i, t, n], C[i, t, n]
+                        lam_n, A_next_n, g_A_n = lam[n], A_next[n], g_A[n]
                         for e in range(width):
-                            lam_n[e] += gh_last[i, n, e0 + e]
-                    for e in range(width):
-                        g_A_bar = lam_n[e] * h_prev[e]                                   # ∂/∂Ā_t
-                        g_gamma = lam_n[e] * b_n * v_t[e]                                # ∂/∂γ̄_t
-                        g_dt[e] += g_A_bar * dA_ddt[e] + g_gamma * dg_ddt[e]
-                        g_A_n[e] += g_A_bar * dA_da[e] + g_gamma * dg_da[e]
-                        g_v[e] += lam_n[e] * gamma_bar[e] * b_n
-                        A_next_n[e] = A_bar[e]
-                    gB_parts[i, block, t, n] = _channel_dot3(lam_n, gamma_bar, v_t)
-                    gC_parts[i, block, t, n] = _channel_dot(gy_t, h_t)
+                            lam_n[e] = gy_t[e] * c_n + A_next_n[e] * lam_n[e]
+                        for e in range(width):
+                            g_A_bar = lam_n[e] * h_prev[e]                                   # ∂/∂Ā_t
+                            g_gamma = lam_n[e] * b_n * v_t[e]                                # ∂/∂γ̄_t
+                            g_dt[e] += g_A_bar * dA_ddt[e] + g_gamma * dg_ddt[e]
+                            g_A_n[e] += g_A_bar * dA_da[e] + g_gamma * dg_da[e]
+                            g_v[e] += lam_n[e] * gamma_bar[e] * b_n
+                        gB_parts[i, block, t, n] = _channel_dot3(lam_n, gamma_bar, v_t)
+                        gC_parts[i, block, t, n] = _channel_dot(gy_t, h_t)
                 gv[i, t, e0:e1] = g_v
                 gdt[i, t, e0:e1] = g_dt
+            A_after[:] = A_bars[0]
         gA_T[i, :, e0:e1] = g_A
         gD[i, e0:e1] = g_D
         for n in range(N):
             for e in range(width):
-                gh0[i, n, e0 + e] = A_next[n, e] * lam[n, e]
+                gh0[i, n, e0 + e] = A_after[n, e] * lam[n, e]
 
 
 def _prepare(v, dt, A, B, C, D, tau, h0, lengths, method):
