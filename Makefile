@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml constraints
 	$(BIN)/python -m pip install -c constraints -e ".[test,book,bench]"
 	# the third-party packages whose conformance parity_tests/adapters/ checks (no dependencies pulled: no torch)
 	$(BIN)/python -m pip install --no-deps s5-pytorch==0.2.1 accelerated-scan==0.3.1 recurrentgemma==1.0.1 \
-		einops==0.8.1 jaxtyping==0.2.36
+		mambapy==1.2.0 einops==0.8.1 jaxtyping==0.2.36
 	touch $@
 
 book: $(BIN)/.installed

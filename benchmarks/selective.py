@@ -1,6 +1,6 @@
 """Fused selective scan (S6) on CPU: forward and forward+backward of `lrnn_spec::selective_scan` against the streaming
-bound (a copy of its inputs and outputs in the same run), a mamba-minimal-style torch loop, and nn.GRU of the same
-width; peak memory of each (tracemalloc does not see torch's allocator, so the peak is the process's max RSS growth).
+bound (a copy of its inputs and outputs in the same run), a mamba-minimal-style torch loop, mamba.py's parallel scan
+(the package mambapy==1.2.0, `mambapy.pscan`, if installed: `make` installs it) and nn.GRU of the same width; peak memory of each (tracemalloc does not see torch's allocator, so the peak is the process's max RSS growth).
 
     python -m benchmarks.selective [--quick] [--skip-loop-backward] [--discretization NAME] [--fused-only]
 
@@ -10,6 +10,7 @@ out the torch loop's forward + backward (≈ 35 min at the default size). --disc
 and GRU rows. Prints, asserts nothing.
 """
 import argparse
+import importlib.util
 import resource
 import time
 
@@ -38,6 +39,15 @@ def minimal_loop(v, dt, A, B, C, D):
         h = A_bar[:, t] * h + Bv[:, t]
         ys.append(torch.einsum("ben,bn->be", h, C[:, t]))
     return torch.stack(ys, dim=1) + D * v                                        # (b, L, E)
+
+
+def mambapy_scan(v, dt, A, B, C, D):
+    """mamba.py's selective_scan: the same (b, L, E, N) arrays, then its Blelloch parallel scan over L."""
+    from mambapy.pscan import pscan
+    A_bar = torch.exp(dt[..., None] * A)                                          # (b, L, E, N)
+    Bv = dt[..., None] * B[:, :, None, :] * v[..., None]                          # (b, L, E, N)
+    states = pscan(A_bar, Bv)                                                      # (b, L, E, N)
+    return (states @ C[..., None])[..., 0] + D * v                                # (b, L, E)
 
 
 def peak_rss_mb():
@@ -90,11 +100,20 @@ def main():
     loop = row("mamba-minimal-style torch loop", lambda: minimal_loop(v, dt, A, B, C, D),
                None if args.skip_loop_backward else
                lambda: torch.autograd.grad(minimal_loop(v, dt, A, B, C, D), leaves, g), 1)
+    pscan = None
+    if importlib.util.find_spec("mambapy") is None:
+        print(f"{'mamba.py parallel scan (mambapy.pscan)':44s} not run: mambapy is not installed "
+              "(pip install --no-deps mambapy==1.2.0)", flush=True)
+    else:
+        pscan = row("mamba.py parallel scan (mambapy.pscan)", lambda: mambapy_scan(v, dt, A, B, C, D),
+            lambda: torch.autograd.grad(mambapy_scan(v, dt, A, B, C, D), leaves, g), 1)
     gru = torch.nn.GRU(E, E, batch_first=True)
     row(f"nn.GRU({E}, {E})", lambda: gru(v), lambda: torch.autograd.grad(gru(v)[0], [v] + list(gru.parameters()), g), 1)
     print(f"fused / streaming bound: forward {fused[0] / copy[0]:.1f}x, fwd+bwd {fused[1] / copy[1]:.1f}x; "
           f"fused fwd+bwd / fwd {fused[1] / fused[0]:.1f}x; "
           f"loop / fused: forward {loop[0] / fused[0]:.1f}x, fwd+bwd {loop[1] / fused[1]:.1f}x; "
+          + (f"mamba.py pscan / fused: forward {pscan[0] / fused[0]:.1f}x, fwd+bwd {pscan[1] / fused[1]:.1f}x; "
+             if pscan else "") +
           f"fused: {fused[0] / (batch * L * E * N) * 1e9:.1f} ns per (t, e, n) update forward; "
           f"one (b, L, E, N) float32 array = {batch * L * E * N * 4 / 2 ** 20:.0f} MB", flush=True)
 

@@ -11,7 +11,8 @@ from parity_tests import test_parity, test_parity_discretize_scan as tds
 from parity_tests.backend import Backend
 from parity_tests.helpers import run_property
 
-PACKAGES = {"accelerated_scan": "accelerated_scan", "s5_pytorch": "s5", "recurrentgemma_rglru": "recurrentgemma"}
+PACKAGES = {"accelerated_scan": "accelerated_scan", "s5_pytorch": "s5", "recurrentgemma_rglru": "recurrentgemma",
+            "mambapy_pscan": "mambapy"}
 
 
 def adapter(name, **declarations):
@@ -28,6 +29,28 @@ def test_accelerated_scan_fails_at_length_one():
     with pytest.raises(RuntimeError, match="is invalid for input of size"):
         run_property(tds.test_scan, {"problem": tds.scan_problems}, backend=adapter("accelerated_scan"),
                      dtype="float64")
+
+
+# ----------------------------------------------------------------------------- mambapy 1.2.0 (mamba.py's pscan)
+REAL_SCANS = tds.scan_problems.filter(lambda problem: not problem["complex_"])
+COMPLEX_SCANS = tds.scan_problems.filter(lambda problem: problem["complex_"] and problem["L"] >= 2)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_mambapy_pscan_forward_passes(precision):
+    """Every length (padded to a power of two inside), real and complex, with h0 folded into the first token."""
+    run_property(tds.test_scan, {"problem": tds.scan_problems}, backend=adapter("mambapy_pscan"), dtype=precision)
+
+
+def test_mambapy_pscan_real_gradients_pass():
+    run_property(tds.test_scan_gradients, {"problem": REAL_SCANS}, backend=adapter("mambapy_pscan"))
+
+
+def test_mambapy_pscan_complex_gradient_of_a_omits_the_conjugate():
+    """Defect outside mamba.py's own use (its A is real): PScan.backward returns ∂a_t = λ_t h_{t−1}, where
+    the adjoint of a complex product needs λ_t conj(h_{t−1}) (as torch's own autograd gives)."""
+    with pytest.raises(AssertionError, match=r"scan / grad a / float64"):
+        run_property(tds.test_scan_gradients, {"problem": COMPLEX_SCANS}, backend=adapter("mambapy_pscan"))
 
 
 # ----------------------------------------------------------------------------- s5-pytorch 0.2.1
