@@ -23,20 +23,22 @@ How it is fast (the forward is bound by one exponential per (t, e, n) update):
   through `dtype.type`);
 * `fastmath=True` is not used: its `nnan`/`ninf` flags would drop the NaN and overflow selects of `fast_exp`,
   and `reassoc` would undo the two-step Cody–Waite reduction; the forward and the rerun are exact-IEEE code.
-  The backward's reverse steps (`_reverse_step_shared_gamma`, `_reverse_step_zoh`) and `_channel_dot(3)` hold
-  no exponential and are compiled out of line with "reassoc" and "contract" only: sums in another order (and
-  fused multiply-adds), which is what lets the sums over channels (the gradients of B_t and C_t) vectorise
-  inside the one channel loop;
-* the reverse step is one loop per (t, n) for exp_euler and dirac (γ̄ does not depend on n, so its terms
-  Σ_n λ B_t are summed once per channel and applied after the n loop) and for zoh (its derivatives formed inside
-  the loop, written so that it still vectorises: both branches of φ1' computed and one selected, constants in
-  the inputs' precision); bilinear and async keep derivative rows and separate loops; Ā_{t+1} is read from the
-  chunk's buffer, not copied;
+  The backward's reverse steps (`_reverse_step_shared_gamma`, `_reverse_step`) hold no exponential and are
+  compiled out of line with "reassoc" and "contract" only: sums in another order (and fused multiply-adds),
+  which is what lets the sums over channels (the gradients of B_t and C_t) vectorise inside the one channel
+  loop of each (t, n);
+* in that loop each method's derivatives are formed inline from the stored Ā_t, γ̄_t. Two things keep LLVM's
+  vectoriser out of a loop and are avoided: a choice of method inside it (the method is chosen outside, so the
+  loop is written once per method) and a division by a bare variable (`_safe_divide` selects the divisor, and
+  φ1' computes its series and its quotient and selects one). For exp_euler and dirac, whose γ̄ does not depend
+  on n, the γ̄ terms Σ_n λ B_t are summed once per channel and applied after the n loop. Ā_{t+1} is read from
+  the chunk's buffer, not copied;
 * the backward's tasks are (row b, block of EB_BACKWARD = 4·EB channels): its reverse scan has a fixed cost per
   (t, n) (array views, loop set-ups) that a wider block spreads over more channels; its three chunk buffers are
-  then 1.6 MB. Measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32 (process CPU time, best of
-  6, the previous kernel in the same run): backward ÷ forward 2.1–2.2 → 1.6–1.9 for exp_euler, dirac and zoh
-  (so forward + backward 2.6–2.9× the forward); bilinear and async unchanged at 2.1–2.3.
+  then 1.6 MB.
+Measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32 (process CPU time, best of 6, the earlier
+kernel with derivative rows and separate channel sums in the same run): backward ÷ forward from 2.1–2.3 to
+1.6–1.8 for every method, so forward + backward is 2.6–2.8× the forward.
 Gradients of B_t and C_t (shared by the E channels) are summed per channel block in their own buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
@@ -54,14 +56,6 @@ METHOD_CODES = {"zoh": 0, "bilinear": 1, "exp_euler": 2, "async": 3, "dirac": 4}
 CHUNK = 32                                   # steps between stored states (the backward reruns one chunk)
 EB = 64                                      # channels per forward task (the vectorised inner loop)
 EB_BACKWARD = 256                            # channels per backward task (its per-(t, n) overhead is larger)
-
-@njit_cached(inline="always")
-def _dphi1(z, exp_z, phi1_z):
-    """φ1'(z) = (e^z − φ1(z))/z from e^z and φ1(z) already at hand; the series ½ + z/3 + z²/8 near 0."""
-    if abs(z) < 1e-4:
-        return 0.5 + z / 3.0 + z * z / 8.0
-    return (exp_z - phi1_z) / z
-
 
 @njit_cached(inline="always")
 def _discrete_row(method, a, dt, tau_t, A_bar, gamma_bar):
@@ -98,94 +92,98 @@ def _discrete_row(method, a, dt, tau_t, A_bar, gamma_bar):
 
 
 @njit_cached(inline="always")
-def _derivative_row(method, a, dt, tau_t, A_bar, gamma_bar, dA_ddt, dA_da, dg_ddt, dg_da):
-    """Bilinear (1) and async (3): (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one n at one step for a block of channels
-    (each (EB,), in place), from its (Ā, γ̄) (no new exponential). (The other methods' derivatives are formed
-    inside their reverse steps.)"""
-    zero, one, half = A_bar.dtype.type(0.0), A_bar.dtype.type(1.0), A_bar.dtype.type(0.5)
-    if method == 1:
-        for e in range(a.shape[0]):
-            dt_A = tau_t * dt[e]
-            z = a[e] * dt_A if dt_A != 0 else zero
-            q = one / ((one - z * half) * (one - z * half))
-            dA_ddt[e], dA_da[e], dg_ddt[e], dg_da[e] = a[e] * tau_t * q, dt_A * q, tau_t * q, dt_A * dt_A * q * half
-        return
-    for e in range(a.shape[0]):                              # async: γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄
-        w = a[e] * dt[e]
-        exp_w = one + a[e] * gamma_bar[e]
-        dA_ddt[e], dA_da[e] = a[e] * tau_t * A_bar[e], tau_t * dt[e] * A_bar[e]
-        dg_ddt[e], dg_da[e] = exp_w, dt[e] * dt[e] * _dphi1(w, exp_w, gamma_bar[e] / dt[e])
-
-
-@njit_cached(inline="always")
-def _dphi1_select(z, exp_z, phi1_z, c):
-    """`_dphi1` written so that a loop calling it vectorises: both forms computed and one selected, and every
-    constant in z's precision, from c = `_dphi1_constants(dtype)` (a float64 literal would turn float32
+def _constants(dtype):
+    """(1e-4, ½, ⅓, ⅛, 1) in `dtype`: the constants of the reverse steps (a float64 literal would turn float32
     arithmetic into float64)."""
-    small = abs(z) < c[0]
-    series = c[1] + z * c[2] + z * z * c[3]
-    exact = (exp_z - phi1_z) / (c[4] if small else z)
-    return series if small else exact
-
-
-@njit_cached(inline="always")
-def _dphi1_constants(dtype):
-    """(series threshold 1e-4, ½, ⅓, ⅛, 1) in `dtype`: the constants of `_dphi1_select`."""
     return (dtype.type(1e-4), dtype.type(0.5), dtype.type(1.0 / 3.0), dtype.type(0.125), dtype.type(1.0))
 
 
 @njit_cached(inline="always")
+def _safe_divide(numerator, denominator, c):
+    """numerator / denominator, and numerator where the denominator is 0 (the caller selects another value
+    there). Written as a select on the denominator, which is what lets a loop calling it vectorise (a division
+    by a bare variable keeps LLVM's vectoriser out of the loop)."""
+    return numerator / (c[4] if denominator == 0 else denominator)
+
+
+@njit_cached(inline="always")
+def _dphi1(z, exp_z, phi1_z, c):
+    """φ1'(z) = (e^z − φ1(z))/z from e^z and φ1(z) already at hand; the series ½ + z/3 + z²/8 where |z| < 1e-4
+    (both computed, one selected, so that a loop calling it vectorises); c = `_constants(dtype)`."""
+    series = c[1] + z * c[2] + z * z * c[3]
+    return series if abs(z) < c[0] else _safe_divide(exp_z - phi1_z, z, c)
+
+
+@njit_cached(inline="always")
 def _zoh_derivatives(a, dt, tau_t, A_bar, gamma_bar, c):
-    """zoh (Ā = e^z, γ̄ = Δ_A φ1(z), z = λΔ_A): (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one (n, e) from (Ā, γ̄);
-    c = `_dphi1_constants(dtype)`. Every form is computed and one selected, so a loop calling it vectorises."""
+    """zoh (Ā = e^z, γ̄ = Δ_A φ1(z), z = λΔ_A): (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ) of one (n, e) from (Ā, γ̄)."""
     dt_A = tau_t * dt
-    at_zero = dt_A == 0
-    z = dt_A if at_zero else a * dt_A
-    quotient = gamma_bar / (c[4] if at_zero else dt_A)
-    phi1_z = c[4] if at_zero else quotient
-    return a * tau_t * A_bar, dt_A * A_bar, tau_t * A_bar, dt_A * dt_A * _dphi1_select(z, A_bar, phi1_z, c)
+    z = dt_A if dt_A == 0 else a * dt_A
+    phi1_z = c[4] if dt_A == 0 else _safe_divide(gamma_bar, dt_A, c)
+    return a * tau_t * A_bar, dt_A * A_bar, tau_t * A_bar, dt_A * dt_A * _dphi1(z, A_bar, phi1_z, c)
+
+
+@njit_cached(inline="always")
+def _async_derivatives(a, dt, tau_t, A_bar, gamma_bar, c):
+    """async (Ā = e^{λΔ_A}, γ̄ = Δ φ1(w), w = λΔ, e^w = 1 + λγ̄): the four derivatives, as `_zoh_derivatives`."""
+    exp_w = c[4] + a * gamma_bar
+    return (a * tau_t * A_bar, tau_t * dt * A_bar, exp_w,
+            dt * dt * _dphi1(a * dt, exp_w, _safe_divide(gamma_bar, dt, c), c))
+
+
+@njit_cached(inline="always")
+def _bilinear_derivatives(a, dt, tau_t, A_bar, gamma_bar, c):
+    """bilinear (Ā = (1 + z/2)/(1 − z/2), γ̄ = Δ_A/(1 − z/2)): the four derivatives, as `_zoh_derivatives`."""
+    dt_A = tau_t * dt
+    z = dt_A if dt_A == 0 else a * dt_A
+    q = _safe_divide(c[4], (c[4] - z * c[1]) * (c[4] - z * c[1]), c)
+    return a * tau_t * q, dt_A * q, tau_t * q, dt_A * dt_A * q * c[1]
+
+
+@njit_cached(inline="always")
+def _terms(lam_e, h_prev, b_n, v_e, gamma_bar, d):
+    """One (n, e)'s increments of (∂Δ, ∂λ, ∂v, ∂B_t) through Ā_t and γ̄_t, given λ_t and the derivatives
+    d = (∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ)."""
+    g_A_bar, g_gamma = lam_e * h_prev, lam_e * b_n * v_e                    # ∂/∂Ā_t, ∂/∂γ̄_t
+    return (g_A_bar * d[0] + g_gamma * d[2], g_A_bar * d[1] + g_gamma * d[3], lam_e * gamma_bar * b_n,
+            lam_e * gamma_bar * v_e)
 
 
 @njit_cached(fastmath={"reassoc", "contract"})
-def _reverse_step_zoh(gy_t, c_t, b_t, A_T, dt_t, v_t, tau_t, A_bar, gamma_bar, A_next, h_prev, h_t,
-                      lam, g_A, g_dt, g_v, gB_t, gC_t):
-    """One reverse step (all n, a block of channels) of zoh: λ_t = gy_t C_t + Ā_{t+1} λ_{t+1} (in place), then
-    the gradients through Ā_t and γ̄_t (`_zoh_derivatives`): ∂Δ, ∂Aᵀ, ∂v accumulated, ∂B_t = Σ_e λ γ̄ v_t,
-    ∂C_t = Σ_e gy_t h_t; reassociated as `_reverse_step_shared_gamma`."""
-    c = _dphi1_constants(gy_t.dtype)
+def _reverse_step(method, gy_t, c_t, b_t, A_T, dt_t, v_t, tau_t, A_bar, gamma_bar, A_next, h_prev, h_t,
+                  lam, g_A, g_dt, g_v, gB_t, gC_t):
+    """One reverse step (all n, a block of channels) of zoh (0), bilinear (1) or async (3):
+    λ_t = gy_t C_t + Ā_{t+1} λ_{t+1} (in place), then the gradients through Ā_t and γ̄_t with the method's
+    derivatives, formed from (Ā_t, γ̄_t) without a new exponential: ∂Δ, ∂Aᵀ, ∂v accumulated,
+    ∂B_t = Σ_e λ γ̄ v_t, ∂C_t = Σ_e gy_t h_t. Reassociated as `_reverse_step_shared_gamma`. The method is chosen
+    outside the channel loop (a choice inside it keeps the loop from vectorising), so the loop is written once
+    per method."""
+    c = _constants(gy_t.dtype)
     for n in range(A_T.shape[0]):
         c_n, b_n = c_t[n], b_t[n]
         gB, gC = gy_t[0] - gy_t[0], gy_t[0] - gy_t[0]
-        for e in range(gy_t.shape[0]):
-            lam[n, e] = lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
-            d = _zoh_derivatives(A_T[n, e], dt_t[e], tau_t, A_bar[n, e], gamma_bar[n, e], c)
-            g_A_bar, g_gamma = lam_e * h_prev[n, e], lam_e * b_n * v_t[e]               # ∂/∂Ā_t, ∂/∂γ̄_t
-            g_dt[e] += g_A_bar * d[0] + g_gamma * d[2]
-            g_A[n, e] += g_A_bar * d[1] + g_gamma * d[3]
-            g_v[e] += lam_e * gamma_bar[n, e] * b_n
-            gB += lam_e * gamma_bar[n, e] * v_t[e]
-            gC += gy_t[e] * h_t[n, e]
+        if method == 0:
+            for e in range(gy_t.shape[0]):
+                lam[n, e] = lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
+                d = _zoh_derivatives(A_T[n, e], dt_t[e], tau_t, A_bar[n, e], gamma_bar[n, e], c)
+                i_dt, i_A, i_v, i_B = _terms(lam_e, h_prev[n, e], b_n, v_t[e], gamma_bar[n, e], d)
+                g_dt[e], g_A[n, e], g_v[e] = g_dt[e] + i_dt, g_A[n, e] + i_A, g_v[e] + i_v
+                gB, gC = gB + i_B, gC + gy_t[e] * h_t[n, e]
+        elif method == 3:
+            for e in range(gy_t.shape[0]):
+                lam[n, e] = lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
+                d = _async_derivatives(A_T[n, e], dt_t[e], tau_t, A_bar[n, e], gamma_bar[n, e], c)
+                i_dt, i_A, i_v, i_B = _terms(lam_e, h_prev[n, e], b_n, v_t[e], gamma_bar[n, e], d)
+                g_dt[e], g_A[n, e], g_v[e] = g_dt[e] + i_dt, g_A[n, e] + i_A, g_v[e] + i_v
+                gB, gC = gB + i_B, gC + gy_t[e] * h_t[n, e]
+        else:
+            for e in range(gy_t.shape[0]):
+                lam[n, e] = lam_e = gy_t[e] * c_n + A_next[n, e] * lam[n, e]
+                d = _bilinear_derivatives(A_T[n, e], dt_t[e], tau_t, A_bar[n, e], gamma_bar[n, e], c)
+                i_dt, i_A, i_v, i_B = _terms(lam_e, h_prev[n, e], b_n, v_t[e], gamma_bar[n, e], d)
+                g_dt[e], g_A[n, e], g_v[e] = g_dt[e] + i_dt, g_A[n, e] + i_A, g_v[e] + i_v
+                gB, gC = gB + i_B, gC + gy_t[e] * h_t[n, e]
         gB_t[n], gC_t[n] = gB, gC
-
-
-@njit_cached(fastmath={"reassoc", "contract"})
-def _channel_dot(a, b):
-    """Σ_e a[e]·b[e] over a block of channels. Reassociated (fastmath "reassoc"), so the sum vectorises; the
-    only change is the order of the additions (rounding, within the float tolerance rows). Kept out of line so
-    the flags reach no other code."""
-    total = a[0] - a[0]
-    for e in range(a.shape[0]):
-        total += a[e] * b[e]
-    return total
-
-
-@njit_cached(fastmath={"reassoc", "contract"})
-def _channel_dot3(a, b, c):
-    """Σ_e a[e]·b[e]·c[e] over a block of channels, reassociated as `_channel_dot`."""
-    total = a[0] - a[0]
-    for e in range(a.shape[0]):
-        total += a[e] * b[e] * c[e]
-    return total
 
 
 @parallel_kernel()
@@ -224,8 +222,8 @@ def _reverse_step_shared_gamma(gy_t, c_t, b_t, A_T, dt_t, tau_t, A_bar, A_next, 
     (exp_euler: γ̄ = τΔ, dirac: γ̄ = 1), with Ā_t = e^{τΔa}: λ_t = gy_t C_t + Ā_{t+1} λ_{t+1} (in place),
     ∂Δ += Σ_n λ h_{t−1} Ā_t τ a, ∂Aᵀ += λ h_{t−1} Ā_t τ Δ, r += Σ_n λ B_t (the γ̄ terms, applied per channel by
     the caller), ∂B_t = Σ_e λ u_t (u_t = γ̄ v_t), ∂C_t = Σ_e gy_t h_t.
-    Reassociated (fastmath "reassoc", "contract", as `_channel_dot`): the two channel sums vectorise inside
-    the one loop; there is no exponential here."""
+    Reassociated (fastmath "reassoc", "contract": the module docstring says why), so the two channel sums
+    vectorise inside the one loop; there is no exponential here."""
     for n in range(A_T.shape[0]):
         c_n, b_n = c_t[n], b_t[n]
         gB, gC = gy_t[0] - gy_t[0], gy_t[0] - gy_t[0]
@@ -262,9 +260,6 @@ def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, g
         ones = np.ones((N, width), v.dtype)
         A_T_block = np.ascontiguousarray(A_T[:, e0:e1])                         # (N, width)
         g_A = np.zeros((N, width), v.dtype)                                     # ∂/∂Aᵀ of the block
-        # ∂Ā/∂Δ, ∂Ā/∂λ, ∂γ̄/∂Δ, ∂γ̄/∂λ (width,) each: four arrays (rows of one array would stop the vectorising)
-        dA_ddt, dA_da, dg_ddt, dg_da = (np.empty(width, v.dtype), np.empty(width, v.dtype),
-                                        np.empty(width, v.dtype), np.empty(width, v.dtype))
         g_v, g_dt, g_D = np.empty(width, v.dtype), np.empty(width, v.dtype), np.zeros(width, v.dtype)  # (width,)
         r, u, gamma_row = np.empty(width, v.dtype), np.empty(width, v.dtype), np.empty(width, v.dtype)  # Σ_n λ B_t, γ̄ v_t, γ̄
         for c in range((L + CHUNK - 1) // CHUNK - 1, -1, -1):
@@ -301,31 +296,12 @@ def _backward_kernel(v, dt, A_T, B, C, D, tau, last, method, chunk_states, gy, g
                     for e in range(width):
                         g_v[e] = D[e0 + e] * gy_t[e] + r[e] * gamma_row[e]
                         g_dt[e] += r[e] * v_t[e] * dgamma_ddt
-                elif method == 0:
+                else:                                                           # zoh, bilinear, async
                     for e in range(width):
                         g_v[e] = D[e0 + e] * gy_t[e]
-                    _reverse_step_zoh(gy_t, C[i, t], B[i, t], A_T_block, dt_t, v_t, tau_t, A_bars[s], gammas[s],
-                                      A_next, states[s], states[s + 1], lam, g_A, g_dt, g_v,
-                                      gB_parts[i, block, t], gC_parts[i, block, t])
-                else:                                                           # async, bilinear
-                    for e in range(width):
-                        g_v[e] = D[e0 + e] * gy_t[e]
-                    for n in range(N):
-                        A_bar, gamma_bar, h_prev, h_t = A_bars[s, n], gammas[s, n], states[s, n], states[s + 1, n]
-                        _derivative_row(method, A_T_block[n], dt_t, tau_t, A_bar, gamma_bar,
-                                        dA_ddt, dA_da, dg_ddt, dg_da)
-                        b_n, c_n = B[i, t, n], C[i, t, n]
-                        lam_n, A_next_n, g_A_n = lam[n], A_next[n], g_A[n]
-                        for e in range(width):
-                            lam_n[e] = gy_t[e] * c_n + A_next_n[e] * lam_n[e]
-                        for e in range(width):
-                            g_A_bar = lam_n[e] * h_prev[e]                                   # ∂/∂Ā_t
-                            g_gamma = lam_n[e] * b_n * v_t[e]                                # ∂/∂γ̄_t
-                            g_dt[e] += g_A_bar * dA_ddt[e] + g_gamma * dg_ddt[e]
-                            g_A_n[e] += g_A_bar * dA_da[e] + g_gamma * dg_da[e]
-                            g_v[e] += lam_n[e] * gamma_bar[e] * b_n
-                        gB_parts[i, block, t, n] = _channel_dot3(lam_n, gamma_bar, v_t)
-                        gC_parts[i, block, t, n] = _channel_dot(gy_t, h_t)
+                    _reverse_step(method, gy_t, C[i, t], B[i, t], A_T_block, dt_t, v_t, tau_t, A_bars[s], gammas[s],
+                                  A_next, states[s], states[s + 1], lam, g_A, g_dt, g_v,
+                                  gB_parts[i, block, t], gC_parts[i, block, t])
                 gv[i, t, e0:e1] = g_v
                 gdt[i, t, e0:e1] = g_dt
             A_after[:] = A_bars[0]
