@@ -228,9 +228,10 @@ class Classifier(Layer):
         """The streaming state before the first event (torch_backend/streaming.py); causal mixers, eval mode."""
         return init_stream(self, check_positive_int(batch, "batch"))
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One event per row → (output equal to the forward on the events seen so far, new state)."""
-        return stream_step(self, x_t, state, integration_timestep)
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One event per row → (output equal to the forward on the events seen so far, new state).
+        inplace=True: the state's arrays are updated in place and the given state dict is returned."""
+        return stream_step(self, x_t, state, integration_timestep, inplace=inplace)
 
 
 HierarchicalClassifier = Classifier

@@ -18,7 +18,17 @@ window at once.
 
 The state is a dict: "events" (events seen, the position of the next one), "batch", "mixers" (one state per
 block), "windows" (per pooling stage: count, aggregate (b, H) or None, τ sum (b,) or None) and "final"
-(the final pooling's running value over committed elements: count, aggregate).
+(the final pooling's running value over committed elements: count, aggregate). A window of count 0 is empty.
+
+`step(..., inplace=True)` computes the same values by the same operations, in the given state's own arrays:
+the committed mixer states are stepped in place (each mixer's `step(..., inplace=True)`), the window
+aggregates, τ sums and the final pooling value are updated in arrays made at a window's first element and
+kept (an emptied window keeps them, count 0), and the dict itself is returned. The flush must not commit, so
+it steps scratch copies: under "scratch", one per block above the open window (made at the first flush
+through it), refreshed from the committed state, then stepped in place. The scratch states are workspace, not
+stream state (their contents are the last flush's; `python -m benchmarks.streaming` leaves them out of "the
+state it returns"). A state stepped with inplace=True changes under any other reference to its arrays (a
+state returned by an earlier functional step may share window arrays with it).
 
 Requirements, each a ValueError naming the block: every mixer has `step` and is causal (not
 bidirectional); dropout is inactive (evaluation mode, or p = 0).
@@ -29,8 +39,11 @@ state as a direct `step` call does (the mixers of torch_backend/layers read fini
 reduction, `check_step`, so the checks allocate nothing state-sized).
 
 Memory per event (torch, evaluation mode without autograd): each mixer's parameter-derived arrays are kept
-between events (`Layer._cached`), so a step allocates the mixer states it forms (committed or flushed) and a
-few (b, H) activation vectors per block; `python -m benchmarks.streaming` measures the ratio to the state.
+between events (`Layer._cached`), so a functional step allocates the mixer states it forms (committed or
+flushed) and a few (b, H) activation vectors per block: never less than the state it returns, its result.
+With inplace=True (autograd off, else the mixers raise) the mixers form their per-event temporaries in
+workspaces (`Layer._workspace`), so an event allocates the activation vectors and the output only, less than
+the state; `python -m benchmarks.streaming` measures both ratios.
 
 Glossary (SPEC §1): b batch, H d_model; s stride of a pooling stage.
 """
@@ -43,18 +56,41 @@ from .layers._checks import _as_module_tensor
 
 # ----------------------------------------------------------------------------- window aggregates
 def _accumulate(mode, window, h, tau):
-    """The window after adding element h (b, H) with gap τ (b,) or None; the input window is unchanged."""
+    """The window after adding element h (b, H) with gap τ (b,) or None; the input window is unchanged.
+    A window with count 0 is empty, whatever its arrays hold (an in-place stream keeps them as buffers)."""
     count, value, tau_sum = window
-    if value is None:
+    if count == 0:
         value = h
     elif mode == "stride":
         value = h                                                                   # the last element seen
     elif mode == "mean":
         value = value + h                                                           # the running sum
     else:
-        value = torch.maximum(value, h)                                                # the running max
+        value = torch.maximum(value, h)                                             # the running max
     if tau is not None:
-        tau_sum = tau if tau_sum is None else tau_sum + tau
+        tau_sum = tau if count == 0 else tau_sum + tau
+    return count + 1, value, tau_sum
+
+
+def _accumulate_into(mode, window, h, tau):
+    """`_accumulate` written into the window's own arrays (inplace=True): the same values, by the same
+    operations; the first element ever copies into new arrays, which stay the window's buffers."""
+    count, value, tau_sum = window
+    if value is None:
+        value = h.clone()                                                           # (b, H), made once
+    elif count == 0 or mode == "stride":
+        value.copy_(h)                                                             # the first, or the last element seen
+    elif mode == "mean":
+        value.add_(h)                                                               # the running sum
+    else:
+        torch.maximum(value, h, out=value)                                          # the running max
+    if tau is not None:
+        if tau_sum is None:
+            tau_sum = tau.clone()                                                   # (b,), made once
+        elif count == 0:
+            tau_sum.copy_(tau)
+        else:
+            tau_sum.add_(tau)
     return count + 1, value, tau_sum
 
 
@@ -93,12 +129,30 @@ def init_stream(model, batch):
             "final": _empty_window()}
 
 
-def _block(model, i, h, mixer_state, tau):
-    """Block i on one element: (its output (b, H), the mixer's new state)."""
+def _block(model, i, h, mixer_state, tau, inplace=False):
+    """Block i on one element: (its output (b, H), the mixer's new state; with inplace=True, the given one)."""
     activation = nn.ACTIVATIONS[model.config["activation"]]
     block = model.blocks[i]
-    y, mixer_state = block["mixer"].step(h, mixer_state, tau)                       # (b, H)
+    mixer = block["mixer"]
+    y, mixer_state = mixer.step(h, mixer_state, tau, inplace=True) if inplace else mixer.step(h, mixer_state, tau)
     return block["norm"](activation(y) + h), mixer_state
+
+
+def _scratch_state(state, i):
+    """A scratch copy of block i's committed mixer state, for a flush with inplace=True: kept in the state dict
+    under "scratch" (one per block, made at the first flush through the block), refreshed by copying the
+    committed state into it, then stepped in place. Scratch: not part of the stream's state (its contents are
+    the last flush's), so the committed states are never written by a flush."""
+    committed = state["mixers"][i]
+    parts = committed if isinstance(committed, tuple) else (committed,)
+    scratch = state.setdefault("scratch", [None] * len(state["mixers"]))
+    if scratch[i] is None:
+        kept_parts = tuple(part.clone() for part in parts)
+        scratch[i] = kept_parts if isinstance(committed, tuple) else kept_parts[0]
+    else:
+        for kept, part in zip(scratch[i] if isinstance(committed, tuple) else (scratch[i],), parts):
+            kept.copy_(part)
+    return scratch[i]
 
 
 def _final_output(model, final, tail):
@@ -111,10 +165,12 @@ def _final_output(model, final, tail):
     return model.head(pooled)
 
 
-def stream_step(model, x_t, state, integration_timestep=None):
+def stream_step(model, x_t, state, integration_timestep=None, inplace=False):
     """One event per row: x_t token ids (b,) or features (b, input_dim); τ (b,) >= 0 or None.
 
     Returns (output (b, num_classes or output_dim) in the model's dtype, new state). The given state is not changed.
+    inplace=True: the committed mixer states, window aggregates, τ sums and final pooling value are updated in
+    their own arrays and the given dict is returned (see the module docstring).
     """
     check_streamable(model)
     x_t = model._as_tensor(x_t)
@@ -136,31 +192,41 @@ def stream_step(model, x_t, state, integration_timestep=None):
     if len(state["mixers"]) != len(model.blocks) or h.shape[0] != state["batch"]:
         raise ValueError("state does not belong to this model and batch: make it with model.init_state(batch)")
 
-    mixers, windows, final = list(state["mixers"]), list(state["windows"]), state["final"]
+    if inplace:                                                                     # the given lists, changed in place
+        mixers, windows, final = state["mixers"], state["windows"], state["final"]
+    else:
+        mixers, windows, final = list(state["mixers"]), list(state["windows"]), state["final"]
+    accumulate = _accumulate_into if inplace else _accumulate
     # commit: the event climbs while pooling windows close
     open_stage = None
     for i in range(len(model.blocks)):
-        h, mixers[i] = _block(model, i, h, mixers[i], tau)
+        h, mixers[i] = _block(model, i, h, mixers[i], tau, inplace)
         mode, stride = model.modes[i], model.strides[i]
         if mode == "none":
             continue                                                                # h goes on unchanged
-        windows[i] = _accumulate(mode, windows[i], h, tau)
+        windows[i] = accumulate(mode, windows[i], h, tau)
         if windows[i][0] < stride:
             open_stage = i                                                          # stays open: stop committing
             break
         h, tau = _aggregate(mode, windows[i]), windows[i][2]                        # the closed window's element
-        windows[i] = _empty_window()
+        windows[i] = (0,) + windows[i][1:] if inplace else _empty_window()          # emptied; buffers kept
     if open_stage is None:
-        final = _accumulate({"last": "stride", "mean": "mean", "max": "max"}[model.config["pooling"]], final, h, None)
+        final = accumulate({"last": "stride", "mean": "mean", "max": "max"}[model.config["pooling"]], final, h, None)
         output = _final_output(model, final, None)
     else:
         # flush: the open window's tail runs through the blocks below from their committed states
         tail, tail_tau = _aggregate(model.modes[open_stage], windows[open_stage]), windows[open_stage][2]
         for i in range(open_stage + 1, len(model.blocks)):
-            tail, _ = _block(model, i, tail, mixers[i], tail_tau)                   # not committed
+            if inplace:                                                             # a scratch copy, stepped in place
+                tail, _ = _block(model, i, tail, _scratch_state(state, i), tail_tau, inplace=True)
+            else:
+                tail, _ = _block(model, i, tail, mixers[i], tail_tau)               # not committed
             mode = model.modes[i]
             if mode != "none":
                 provisional = _accumulate(mode, windows[i], tail, tail_tau)
                 tail, tail_tau = _aggregate(mode, provisional), provisional[2]
         output = _final_output(model, final, tail)
+    if inplace:
+        state["events"], state["final"] = state["events"] + 1, final
+        return output, state
     return output, {"events": state["events"] + 1, "batch": state["batch"], "mixers": mixers, "windows": windows, "final": final}

@@ -5,7 +5,12 @@ Memory of a step (torch only): in evaluation mode without autograd a step alloca
 (b, H) vectors, never the parameter-derived arrays (Λ̄, complex B and C, …), which `Layer._cached` keeps
 between events; the cache is never stale (an in-place parameter change is seen at the next event). With an
 event gap τ, and in the selective mixers, a step adds only its per-event arrays (Ā_t, γ̄_t from
-`discretize_event`, equal to `discretize` to rounding, and what the layer makes from the event)."""
+`discretize_event`, equal to `discretize` to rounding, and what the layer makes from the event).
+
+In place (`step(..., inplace=True)`, LRU, S5, S4D, Centaurus, LSSL, MultiresConv and the classifier): the new
+state is written into the given tensors, equal to the functional step's, and an event allocates at most the
+bytes of the state (the per-event temporaries live in `Layer._workspace`, LSSL's dense per-event transition
+expm(τΔA) included)."""
 import numpy as np
 import pytest
 import torch
@@ -15,7 +20,7 @@ import reference as reference_layers
 import torch_backend
 from reference import Classifier as ReferenceClassifier
 from torch_backend import Classifier, from_reference
-from torch_backend.discretize import discretize, discretize_event
+from torch_backend.discretize import discretize, discretize_event, matrix_exp_into
 from parity_tests.tolerances import assert_close
 
 # Allocation bounds of one step, in (b, H) vectors of the module's real dtype on top of the new state.
@@ -191,16 +196,22 @@ EVENT_FORMS = [(name, method) for name in ("S5", "S4D", "Centaurus", "S6", "S7")
                for method in ("zoh", "bilinear", "exp_euler", "async", "dirac")] + [("LRU", None)]
 
 
+def event_discretisation_inputs(method, complex_lambda, selective):
+    """(λ (4, 5), Δ (4, 1) or a selective (b=4, 4, 1), τ (4,)) float64 tensors for the per-event discretisation:
+    Δ down to 1e-4 (tiny λΔ_A) and τ with a dropped gap, a tiny one, Δ_A > 1 and λΔ_A = −inf."""
+    rng = np.random.default_rng(0)
+    Lambda = -rng.uniform(0.01, 3, (4, 5)) + (1j * rng.normal(scale=20, size=(4, 5)) if complex_lambda else 0)
+    Lambda = np.exp(Lambda) if method == "none" else Lambda                        # `none`: already discrete
+    dt = np.exp(rng.uniform(-9, 0, (4, 4, 1) if selective else (4, 1)))           # (4, 1) or (b, 4, 1)
+    tau = np.array([0.0, 1e-5, 40.0, 1e308])                                       # (b,)
+    return tuple(torch.as_tensor(a) for a in (Lambda, dt, tau))
+
+
 @pytest.mark.parametrize("selective", [False, True])
 @pytest.mark.parametrize("complex_lambda", [True, False])
 @pytest.mark.parametrize("method", ["zoh", "bilinear", "exp_euler", "async", "dirac", "none"])
 def test_the_per_event_discretisation_equals_discretize_on_one_event(method, complex_lambda, selective):
-    rng = np.random.default_rng(0)
-    Lambda = -rng.uniform(0.01, 3, (4, 5)) + (1j * rng.normal(scale=20, size=(4, 5)) if complex_lambda else 0)
-    Lambda = np.exp(Lambda) if method == "none" else Lambda                        # `none`: already discrete
-    dt = np.exp(rng.uniform(-9, 0, (4, 4, 1) if selective else (4, 1)))           # Δ down to 1e-4: tiny λΔ_A
-    tau = np.array([0.0, 1e-5, 40.0, 1e308])                                       # dropped gap, tiny, Δ_A > 1, λΔ_A = −inf
-    Lambda, dt, tau = (torch.as_tensor(a) for a in (Lambda, dt, tau))
+    Lambda, dt, tau = event_discretisation_inputs(method, complex_lambda, selective)
     dt_L = dt[:, None] if selective else dt                                        # discretize's (b, L, S...) form
     expected = [torch.broadcast_to(a, (4, 1, 4, 5))[:, 0] for a in discretize(Lambda, dt_L, method, tau[:, None])]
     actual = discretize_event(Lambda, dt, method, tau)
@@ -336,3 +347,181 @@ def test_a_dtype_conversion_drops_the_cached_arrays():
     y_uncached, _ = layer.step(x_t.double(), layer.init_state(BATCH))
     assert y_cached.dtype == torch.float64
     assert torch.equal(y_cached, y_uncached.detach())
+
+
+def test_a_workspace_is_made_once_per_shape_and_dropped_by_a_conversion():
+    layer = build_mixer("S4D")
+    first = layer._workspace("A_bar", (2, 3), torch.complex64)
+    assert layer._workspace("A_bar", (2, 3), torch.complex64) is first            # kept between calls
+    assert layer._workspace("A_bar", (4, 3), torch.complex64) is not first        # one buffer per shape in use
+    assert layer._workspace("gamma_bar", (2, 3), torch.complex64) is not first
+    layer.double()
+    converted = layer._workspace("A_bar", (2, 3), torch.complex128)
+    assert converted.dtype == torch.complex128 and converted is not first
+    assert all(buffer.dtype == torch.complex128 for buffer in layer.__dict__["_scratch"].values())
+
+
+# ----------------------------------------------------------------------------- inplace=True
+# step(..., inplace=True) writes the new state into the given tensors, with its per-event temporaries in the
+# layer's workspace (Layer._workspace): Ā_t, γ̄_t (discretize_event's out=), the event in the complex dtype,
+# the drive and the read-out's C x_t. What it allocates per event is then the output y_t, a few (b, H) or
+# smaller arrays (the checks' reductions, masks of τ) and, for zoh with τ, a boolean mask of the tiny |λΔ_A|
+# (1 byte per state entry).
+INPLACE_MIXERS = {**MIXERS, "S5-zoh": {"discretization": "zoh"}, "S5-bilinear": {"discretization": "bilinear"},
+                  "S4D-exp_euler": {"discretization": "exp_euler"}, "S4D-async": {"discretization": "async"},
+                  "Centaurus-zoh": {"sub_state_dim": 4, "discretization": "zoh"},
+                  "Centaurus-neck": {"mode": "neck", "sub_state_dim": 4},
+                  "Centaurus-full": {"mode": "full", "d_model": 4, "d_state": 16, "sub_state_dim": 2},
+                  "LSSL-zoh": {"discretization": "zoh"}}
+INPLACE_CASES = [(name, with_tau) for name in INPLACE_MIXERS for with_tau in (False, True)
+                 if not (with_tau and name == "MultiresConv")]                   # MultiresConv takes no τ
+# LSSL with τ has a dense per-row step: bilinear solves (I − dA/2) x' = (I + dA/2) x + d B u with the matrix, its
+# LU factors and the right side in workspaces; zoh forms Ā_t = expm(τΔA) (b, H, N, N) in workspaces
+# (`matrix_exp_into`: Padé scaling and squaring) and solves by A on cached LU factors. Both within 1.0 state.
+
+
+def build_inplace_mixer(name):
+    cls = getattr(torch_backend, name.split("-")[0])
+    kwargs = {**SIZE, **INPLACE_MIXERS[name]}
+    if name in NO_D_STATE:
+        kwargs.pop("d_state")
+    return cls(**kwargs, seed=0).eval()
+
+
+@pytest.mark.parametrize("name, with_tau", INPLACE_CASES)
+def test_an_inplace_step_writes_the_functional_step_into_the_given_state(name, with_tau):
+    layer = build_inplace_mixer(name).double()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 4, layer.d_model, dtype=torch.float64, generator=generator)
+    tau = torch.rand(BATCH, 4, dtype=torch.float64, generator=generator) * 2
+    tau[0, 1] = 0.0                                                               # a dropped gap
+    with torch.no_grad():
+        functional, given = layer.init_state(BATCH), layer.init_state(BATCH)
+        for t in range(4):
+            tau_t = tau[:, t] if with_tau else None
+            y_f, functional = layer.step(x[:, t], functional, tau_t)
+            y_i, returned = layer.step(x[:, t], given, tau_t, inplace=True)
+            assert returned is given
+            assert_close(y_i.numpy(), y_f.numpy(), "float64", what=f"{name} output at event {t}")
+            assert_close(given.numpy(), functional.numpy(), "float64", what=f"{name} state at event {t}")
+
+
+@pytest.mark.parametrize("name", list(INPLACE_MIXERS))
+def test_an_inplace_step_refuses_autograd_and_a_state_it_would_convert(name):
+    layer = build_inplace_mixer(name)                                             # float32
+    x_t = torch.zeros(BATCH, layer.d_model)
+    state = layer.init_state(BATCH)
+    with pytest.raises(ValueError, match="autograd"):
+        layer.step(x_t, state, inplace=True)
+    other = state.to(torch.complex128 if state.is_complex() else torch.float64)
+    with torch.no_grad(), pytest.raises(TypeError, match="the module computes in torch.float32"):
+        layer.step(x_t, other, inplace=True)                                      # the state check's own rule
+    for converted in (state.numpy(), state.real.to(torch.int64)):                 # accepted, but converted: a copy
+        with torch.no_grad(), pytest.raises(ValueError, match="inplace=True"):   # would take the new state
+            layer.step(x_t, converted, inplace=True)
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("name, with_tau", INPLACE_CASES)
+def test_an_inplace_step_allocates_at_most_its_state(name, with_tau, batch):
+    layer = build_inplace_mixer(name)
+    x_t = torch.randn(batch, layer.d_model, generator=torch.Generator().manual_seed(0))
+    tau = torch.full((batch,), 0.7) if with_tau else None
+    with torch.no_grad():
+        state = layer.init_state(batch)
+        layer.step(x_t, state, tau, inplace=True)                                 # fills the cache, workspace
+        (_, returned), allocated = allocated_bytes(lambda: layer.step(x_t, state, tau, inplace=True))
+    bound = tensor_bytes([state])
+    assert returned is state
+    assert allocated <= bound, (f"{name}.step(inplace=True) allocated {allocated} bytes; its state holds "
+                                f"{tensor_bytes([state])} (bound {bound})")
+
+
+@pytest.mark.parametrize("row", ["float64", "float32"])
+def test_the_matrix_exponential_into_workspaces_equals_scipys(row):
+    """LSSL's HiPPO A (N = 32, ‖A‖₁ ≈ 800) at scales 0 … 60: from none to 14 squarings in one batch, each matrix
+    its own; against SciPy's expm in float64 at the dtype's row (torch's matrix_exp meets the same row)."""
+    from scipy.linalg import expm
+    A = reference_layers.LSSL(d_model=2, d_state=32, seed=0).params["A"]                # (N, N)
+    scale = np.array([[0.0, 1e-6, 1e-3], [0.05, 1.0, 60.0]])                            # (2, 3)
+    buffers = {}
+
+    def workspace(name, shape, dtype):
+        return buffers.setdefault((name, tuple(shape), dtype), torch.empty(shape, dtype=dtype))
+
+    precision = getattr(torch, row)
+    out = torch.empty(2, 3, 32, 32, dtype=precision)
+    returned = matrix_exp_into(torch.tensor(A, dtype=precision), torch.tensor(scale, dtype=precision), workspace, out)
+    assert returned is out
+    expected = expm(scale[..., None, None] * A)                                         # (2, 3, N, N)
+    assert_close(out.double().numpy(), expected, row, what=f"matrix_exp_into ({row})")
+
+
+@pytest.mark.parametrize("selective", [False, True])
+@pytest.mark.parametrize("complex_lambda", [True, False])
+@pytest.mark.parametrize("method", ["zoh", "bilinear", "exp_euler", "async", "dirac", "none"])
+def test_the_per_event_discretisation_into_workspaces_equals_the_allocating_one(method, complex_lambda, selective):
+    Lambda, dt, tau = event_discretisation_inputs(method, complex_lambda, selective)
+    expected = discretize_event(Lambda, dt, method, tau)                           # the allocating form
+    out = (torch.empty((4, 4, 5), dtype=Lambda.dtype), torch.empty((4, 4, 5), dtype=Lambda.dtype))
+    with torch.no_grad():
+        actual = discretize_event(Lambda, dt, method, tau, out=out, scratch=torch.empty((4, 4, 5), dtype=torch.float64))
+    assert actual[0] is out[0] and (method in ("async", "dirac") or actual[1] is out[1])
+    for name, a, e in zip(("Lambda_bar", "gamma_bar"), actual, expected):
+        assert_close(a.numpy(), torch.broadcast_to(e, a.shape).numpy(), "float64", what=f"{method} {name}")
+
+
+@pytest.mark.parametrize("with_tau", [False, True])
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("pooling, intermediate", [("mean", ["mean", "max", "none", "stride"]),
+                                                   ("max", ["stride", "mean", "max", "none"]),
+                                                   ("last", ["max", "none", "stride", "mean"])])
+def test_an_inplace_stream_equals_forward_on_every_prefix_and_returns_the_given_state(pooling, intermediate,
+                                                                                       factor, with_tau):
+    reference = ReferenceClassifier(input_dim=2, num_classes=3, d_model=4, d_state=3, n_layers=4,
+                                    lrnn_cls=["LRU", "S5", "S4D", "Centaurus"],
+                                    lrnn_params=[{}, {}, {}, {"sub_state_dim": 1}], intermediate_pooling=intermediate,
+                                    pooling_factor=factor, pooling=pooling, seed=3)
+    model = from_reference(reference).eval()                                      # float64
+    generator = torch.Generator().manual_seed(factor)
+    x = torch.randn(2, 13, 2, dtype=torch.float64, generator=generator)
+    tau = torch.rand(2, 13, dtype=torch.float64, generator=generator) * 2
+    tau[0, 3] = tau[1, 0] = tau[1, 7] = 0.0                                       # dropped gaps
+    with torch.no_grad():
+        state = model.init_state(2)
+        mixer_states = list(state["mixers"])
+        for n in range(1, 14):
+            y, returned = model.step(x[:, n - 1], state, tau[:, n - 1] if with_tau else None, inplace=True)
+            assert returned is state and all(a is b for a, b in zip(state["mixers"], mixer_states))
+            expected = model(x[:, :n], integration_timesteps=tau[:, :n] if with_tau else None)
+            assert_close(y.numpy(), expected.numpy(), "float64", what=f"output after {n} events")
+
+
+def test_an_inplace_stream_refuses_autograd():
+    model = stream_model()
+    state = model.init_state(1)
+    with pytest.raises(ValueError, match="autograd"):
+        model.step(torch.zeros(1, 3), state, inplace=True)
+
+
+# The benchmark's stack (stream_model: mean pooling by 2 after blocks 0 and 1): event n (0-based) closes no
+# window for n = 4, the window of stage 0 for n = 5, those of stages 0 and 1 for n = 7 (a flush through 3, 2
+# and 1 blocks above the open window before them, none after the last). The state returned: mixer states,
+# window values, τ sums and the final pooling value (`stream_state_bytes`); the scratch states of the flush
+# (state["scratch"]) are workspace, not state.
+@pytest.mark.parametrize("with_tau", [False, True])
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("events", [4, 5, 7])
+def test_an_inplace_classifier_step_allocates_at_most_the_state_it_returns(events, batch, with_tau):
+    model = stream_model()
+    x = torch.randn(batch, events + 1, 3, generator=torch.Generator().manual_seed(0))
+    tau = torch.full((batch, events + 1), 0.7) if with_tau else None
+    with torch.no_grad():
+        state = model.init_state(batch)
+        for t in range(events):
+            model.step(x[:, t], state, None if tau is None else tau[:, t], inplace=True)
+        (output, returned), allocated = allocated_bytes(
+            lambda: model.step(x[:, events], state, None if tau is None else tau[:, events], inplace=True))
+    assert returned is state
+    assert allocated <= stream_state_bytes(state), (f"one event allocated {allocated} bytes; the state returned "
+                                                    f"holds {stream_state_bytes(state)}")

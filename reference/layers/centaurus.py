@@ -42,7 +42,8 @@ from ..scan import scan
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              two_sided_kernel)
-from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import (LAYER_METHODS, check_choice, check_inplace, check_positive_int, check_state, check_step_input,
+                      prepare_call)
 from ._math import final_state_by_convolution, final_state, powers, softplus
 
 MODES = ("neck", "pointwise", "dws", "full")
@@ -245,14 +246,23 @@ class Centaurus(Layer):
         y = self.read_out(states, x, states_back)                                           # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state).
+        inplace=True: the new state is written into `state` itself (a writeable array of the state's dtype),
+        which is returned."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        given = state
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
+        if inplace:
+            check_inplace(given, state)
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
         new_state = Lambda_bar * state[:, None] + gamma_bar * np.einsum(self.subscripts["in"], W_in, x)  # (b, 1, S...)
-        return self.read_out(new_state, x)[:, 0], new_state[:, 0]
+        y = self.read_out(new_state, x)[:, 0]
+        if not inplace:
+            return y, new_state[:, 0]
+        np.copyto(given, new_state[:, 0])                                               # into the given array
+        return y, given
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, float64 (L, H_out, H_in); no D term (Centaurus has none)."""

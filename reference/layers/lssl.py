@@ -37,7 +37,7 @@ from ..scan import scan_dense
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps, two_sided_kernel)
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv, final_state
 
 
@@ -197,14 +197,23 @@ class LSSL(Layer):
         y = self.read_out(states, x, states_back)                                          # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N)).
+        inplace=True: the new state is written into `state` itself (a writeable array of the state's dtype),
+        which is returned."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        given = state
         state = check_state(state, (x.shape[0],) + self.state_shape, np.float64, name="state")
+        if inplace:
+            check_inplace(given, state)
         A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
         new_state = np.einsum("...nk,...k->...n", A_bar, state[:, None]) + B_bar * x[..., None]  # (b, 1, H, N)
-        return self.read_out(new_state, x)[:, 0], new_state[:, 0]
+        y = self.read_out(new_state, x)[:, 0]
+        if not inplace:
+            return y, new_state[:, 0]
+        np.copyto(given, new_state[:, 0])                                               # into the given array
+        return y, given
 
     def state_kernel(self, L):
         """Impulse response of the state, Ā_h^l B̄_h: float64 (L, H, N), from the same dense scan."""

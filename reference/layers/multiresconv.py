@@ -41,7 +41,7 @@ import numpy as np
 
 from ..backward import causal_dilated_conv_vjp, parameter_gradients, prepare_vjp
 from ._base import Layer
-from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 
 MEMORIES = ("fading", "uniform")
@@ -215,14 +215,22 @@ class MultiresConv(Layer):
         window = ends[:, None] + np.arange(self.receptive_field - 1)               # (b, R − 1): x_{len−R+1..len−1}
         return y, u[np.arange(batch)[:, None], window]                              # (b, R − 1, H)
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H).
+        inplace=True: the new history is written into `state` itself (a writeable float64 array), which is
+        returned."""
         check_no_timesteps(integration_timestep, "integration_timestep")
         x, _ = check_step_input(x_t, self.d_model)                                 # (b, 1, H)
-        window = np.concatenate([self.check_history(state, x.shape[0], "state"), x], axis=1)  # (b, R, H)
+        history = self.check_history(state, x.shape[0], "state")                   # (b, R − 1, H)
+        if inplace:
+            check_inplace(state, history)
+        window = np.concatenate([history, x], axis=1)                              # (b, R, H)
         K = self.kernel(self.receptive_field)                                      # (R, H) lag first
         y_t = np.einsum("lh,blh->bh", K[::-1], window)                             # (b, H); window is oldest first
-        return y_t, window[:, 1:]
+        if not inplace:
+            return y_t, window[:, 1:]
+        np.copyto(state, window[:, 1:])                                                 # into the given array
+        return y_t, state
 
     def kernel(self, L):
         """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""

@@ -43,7 +43,7 @@ from ..scan import SCAN_METHODS, scan, scan_vjp
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps)
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._griffin import (block_diagonal, block_diagonal_vjp, block_params, causal_conv, check_resets, conv_windows,
                        gelu_tanh, gelu_tanh_derivative)
 from ._math import final_state, softplus
@@ -277,22 +277,29 @@ class RGLRU(Layer):
             return y, h_last
         return y, np.concatenate([final_state(windows, lengths)[:, 1:], h_last[:, None]], axis=1)   # (b, W, E)
 
-    def step(self, x_t, state, integration_timestep=None, reset=None):
+    def step(self, x_t, state, integration_timestep=None, reset=None, *, inplace=False):
         """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
-        → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        → (y_t (b, H), new state). A reset also empties the conv window (block=True).
+        inplace=True writes the new state into the given array itself and returns that array (values as
+        inplace=False; the state must be a writeable float64 ndarray)."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
         batch = x.shape[0]
-        state = check_state(state, self.state_shape(batch), np.float64, name="state")
+        given, state = state, check_state(state, self.state_shape(batch), np.float64, name="state")
+        if inplace:
+            check_inplace(given, state, name="state")
         resets = None if reset is None else check_resets(reset, (batch,), name="reset")[:, None]  # (b, 1)
         window0, h = (state[:, :-1], state[:, -1]) if self.block else (None, state)
         u, windows = self.recurrence_input(x, window0, resets)                            # (b, 1, E)
         A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, 1, E)
         new_h = A_bar[:, 0] * h + gain[:, 0] * u[:, 0]                                   # (b, E)
         y_t = self.read_out(new_h[:, None], x)[:, 0]                                      # (b, H)
-        if not self.block:
+        if self.block:
+            new_h = np.concatenate([windows[:, 0, 1:], new_h[:, None]], axis=1)           # (b, W, E)
+        if not inplace:
             return y_t, new_h
-        return y_t, np.concatenate([windows[:, 0, 1:], new_h[:, None]], axis=1)           # (b, W, E)
+        np.copyto(given, new_h)
+        return y_t, given
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None, resets=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).

@@ -32,7 +32,8 @@ from ..scan import scan
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              reverse_within, reversed_gaps, two_sided_kernel)
-from ._checks import LAYER_METHODS, check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import (LAYER_METHODS, check_choice, check_inplace, check_positive_int, check_state, check_step_input,
+                      prepare_call)
 from ._math import final_state, final_state_by_convolution, powers
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
@@ -158,16 +159,25 @@ class S4D(Layer):
         y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N)).
+        inplace=True: the new state is written into `state` itself (a writeable array of the state's dtype),
+        which is returned."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
+        given = state
         state = check_state(state, (x.shape[0],) + self.state_shape, name="state")
+        if inplace:
+            check_inplace(given, state)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system(tau)
         Lambda_bar = np.reshape(Lambda_bar, (-1,) + self.state_shape)                # (1 or b, H, N)
         gamma_bar = np.reshape(gamma_bar, (-1,) + self.state_shape)                  # (1 or b, H, N)
         new_state = Lambda_bar * state + gamma_bar * np.einsum("hn,bh->bhn", B, x[:, 0])   # (b, H, N)
-        return self.read_out(new_state, x[:, 0]), new_state
+        y = self.read_out(new_state, x[:, 0])
+        if not inplace:
+            return y, new_state
+        np.copyto(given, new_state)                                                     # into the given array
+        return y, given
 
     def kernel(self, L):
         """K (L, H) float64: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""

@@ -42,7 +42,7 @@ from ..init import check_dt_range, check_real, log_uniform_dt
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import softplus
 from ._s6_backward import mix_in_vjp, mix_out_vjp
 
@@ -271,17 +271,26 @@ class S6(Layer):
         conv = np.stack([p_ext[i, n + 1:n + self.d_conv] for i, n in enumerate(last)])        # (b, K − 1, E)
         return y, (conv, h)
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state).
+        inplace=True writes the new state into the given state's own arrays (each element of a pair) and returns
+        those same arrays (values as inplace=False; the state must be a writeable float64 ndarray)."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)   # (b, 1, H)
         conv0, h = self.check_state(state, x.shape[0], name="state")
+        if inplace:
+            check_inplace(state, (conv0, h) if self.block else h, name="state")
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
         dt, B, C = self.selection(v)
         A_bar, gamma_bar = self.discrete_system(dt, tau)                                       # (b, 1, E, N)
         new_h = A_bar[:, 0] * h + gamma_bar[:, 0] * B[:, 0, None, :] * v[:, 0, :, None]       # (b, E, N)
         y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
-        return y_t, ((p_ext[:, 1:], new_h) if self.block else new_h)
+        new_state = (p_ext[:, 1:], new_h) if self.block else new_h
+        if not inplace:
+            return y_t, new_state
+        for given, new in zip(state, new_state) if self.block else [(state, new_state)]:
+            np.copyto(given, new)
+        return y_t, state
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).

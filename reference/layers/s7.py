@@ -36,7 +36,7 @@ from ..init import log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_choice, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import final_state, softplus
 from .s5 import CLIP_RE, check_s5_arguments
 
@@ -186,14 +186,22 @@ class S7(Layer):
         y = self.read_out(states, x, C, states_back, self.C_back(x) if self.bidirectional else None)  # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N)).
+        inplace=True writes the new state into the given array itself and returns that array (values as
+        inplace=False; the state must be a writeable complex128 ndarray)."""
         refuse_streaming(self, "step")
         x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)  # (b, 1, H)
-        state = check_state(state, (x.shape[0], self.d_state), name="state")
+        given, state = state, check_state(state, (x.shape[0], self.d_state), name="state")
+        if inplace:
+            check_inplace(given, state, name="state")
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
         new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
-        return self.read_out(new_state[:, None], x, C)[:, 0], new_state
+        y_t = self.read_out(new_state[:, None], x, C)[:, 0]                              # (b, H)
+        if not inplace:
+            return y_t, new_state
+        np.copyto(given, new_state)
+        return y_t, given
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).

@@ -176,9 +176,35 @@ class Layer(torch.nn.Module):
             entry = cache[name] = (key, build())
         return entry[1]
 
+    def _workspace(self, name, shape, dtype):
+        """A scratch tensor of `shape` and `dtype` on the module's device, for the per-event temporaries of
+        `step(..., inplace=True)` (Ā_t and γ̄_t with τ, gate vectors, projections), written with `out=` ops so
+        that an in-place step allocates nothing per event. Made with torch.empty once per (name, shape, dtype) on
+        the module's device and kept in `self.__dict__["_scratch"]`; `.to()`, `.double()` and `.cuda()` drop it
+        (`_apply`).
+        Scratch: its contents are undefined between calls (each call writes before it reads), and it is valid
+        only while autograd is off (the in-place path checks that), since a graph would keep a reference to a
+        buffer the next event overwrites. Memory follows the data: one buffer per shape in use.
+        Note: torch only; the reference allocates its temporaries (its memory is not measured)."""
+        key = (name, tuple(int(n) for n in shape), dtype)     # no device: `_apply` drops the buffers on a move
+        scratch = self.__dict__.setdefault("_scratch", {})
+        buffer = scratch.get(key)
+        if buffer is None:
+            buffer = scratch[key] = torch.empty(key[1], dtype=dtype, device=self.device)
+        return buffer
+
+    def _event_workspaces(self, state):
+        """(out, scratch) of `discretize_event(..., out=out, scratch=scratch)` in an in-place step: Ā_t and γ̄_t
+        in two workspaces shaped and typed like the state, and a real one for zoh's φ1 and bilinear's Δ_A."""
+        out = (self._workspace("Lambda_bar_t", state.shape, state.dtype),
+               self._workspace("gamma_bar_t", state.shape, state.dtype))                    # (b, S...) each
+        return out, self._workspace("event_scratch", state.shape, self.dtype)              # (b, S...) real
+
     def _apply(self, fn, *args, **kwargs):
-        """nn.Module's `_apply` (behind .to(), .double(), .cuda()), after dropping the arrays of `_cached`."""
+        """nn.Module's `_apply` (behind .to(), .double(), .cuda()), after dropping the arrays of `_cached`
+        and the scratch tensors of `_workspace`."""
         self.__dict__.pop("_derived", None)
+        self.__dict__.pop("_scratch", None)
         return super()._apply(fn, *args, **kwargs)
 
     # --------------------------------------------------------------------- conveniences
@@ -241,15 +267,21 @@ _NO_HALF = ("{} cannot be converted to {}: its recurrences need float32 or float
 def check_step(layer, x_t, state, integration_timestep, state_shape, dtype=None):
     """The checks of one `step`: (x (b, 1, H), τ (b, 1) or None, state (b, *state_shape) as `dtype`, default
     the module's complex dtype), with the errors of check_step_input and check_state.
-    Note: torch only, for the memory of a step: the finiteness of x_t and of the state is first read with
-    `all_finite`; the full checks (which raise the reference's messages) run only when that read fails or
-    τ is given (its check is by value)."""
-    quick = integration_timestep is None and all_finite(x_t)
+    Note: torch only, for the memory of a step: the finiteness of x_t, of τ (and τ >= 0) and of the state is
+    first read with `all_finite`; the full checks (which raise the reference's messages) run only when that
+    read fails."""
+    quick = all_finite(x_t) and (integration_timestep is None or _valid_gaps(integration_timestep))
     x, tau = check_step_input(x_t, layer.d_model, integration_timestep=integration_timestep, like=layer,
                               check_finite=not quick)                                          # (b, 1, H)
     state = check_state(state, (x.shape[0],) + tuple(state_shape), dtype, name="state", like=layer,
                         check_finite=not all_finite(state))
     return x, tau, state
+
+
+def _valid_gaps(tau):
+    """True when τ is a real floating tensor of finite values >= 0, read from its minimum and maximum (no
+    temporaries); anything else takes the full checks, which raise the reference's messages."""
+    return all_finite(tau) and not tau.is_complex() and bool(tau.min() >= 0)
 
 
 def _cast_floating(value, dtype):

@@ -20,6 +20,14 @@ def block_diagonal(x, w, b):
     return (torch.einsum("...hi,hij->...hj", x_h, w) + b).reshape(x.shape)          # (..., E)
 
 
+def block_diagonal_(x, w, b, out):
+    """G(x) written into `out`: x (b, E), w (heads, E/heads, E/heads), b (heads, E/heads), out (heads, b, E/heads)
+    a scratch buffer; returns its (b, heads, E/heads) view. Note: torch only, for step(..., inplace=True)."""
+    heads, width, _ = w.shape
+    torch.baddbmm(b[:, None, :], x.reshape(-1, heads, width).transpose(0, 1), w, out=out)   # (heads, b, j)
+    return out.transpose(0, 1)                                                      # (b, heads, j)
+
+
 def conv_windows(p, window0, resets):
     """The Conv1D's input windows: windows[:, t, k] = p_{t−(W−1)+k}, zeroed when a reset lies in (t−(W−1)+k, t].
 

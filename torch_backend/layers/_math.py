@@ -54,3 +54,9 @@ def softplus(z):
     """log(1 + e^z) = logaddexp(0, z), the reference's formula. Note: not F.softplus, whose threshold 20 differs
     from it by up to 2.1e-9 (SPEC §4.8)."""
     return torch.logaddexp(torch.zeros_like(z), z)
+
+
+def softplus_(z, scratch):
+    """z ← log(1 + e^z) = max(z, 0) + log1p(e^{−|z|}) (the value of logaddexp(0, z)), in place."""
+    torch.abs(z, out=scratch).neg_().exp_().log1p_()
+    return z.clamp_(min=0.0).add_(scratch)

@@ -34,7 +34,7 @@ from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, prepare_call
+from ._checks import LAYER_METHODS, check_inplace, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers, softplus
 
 __all__ = ["MODES", "MODE_ALIASES", "CENTAURUS_METHODS", "EINSUM_LETTERS", "resolve_mode", "check_sizes",
@@ -142,15 +142,20 @@ class Centaurus(Layer):
         y = self.read_out(states, x, states_back)                                           # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One update: x_t real (b, H), state complex (b, *state_shape), τ (b,) or None -> (y_t (b, H), state).
+        inplace=True: the new state is written into `state` itself, which is returned (autograd off)."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, S...)
         # Note: λ, Δ, the discrete system without τ and W_in in the complex dtype are formed once while
         # autograd is off (Layer._cached); with τ only Ā_t, γ̄_t (b, S...) are formed per event
         # (discretize_event). The new state is written into the buffer of W_in u (the real read-out may copy
         # Re x, half a state).
         Lambda, dt, Lambda_bar, gamma_bar, W_in = self._cached("step_system", self._step_system)  # (S...), …
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], state, tau, Lambda, dt, Lambda_bar, gamma_bar, W_in)
         if tau is not None:
             Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)
             Lambda_bar = Lambda_bar[:, None]                                                # (b, 1, S...)
@@ -159,6 +164,32 @@ class Centaurus(Layer):
         new_state = drive.mul_(gamma_bar).addcmul_(Lambda_bar, state[:, None])              # (b, 1, S...)
         return self.read_out(new_state, x)[:, 0], new_state[:, 0]
 
+    def _step_inplace(self, x, state, tau, Lambda, dt, Lambda_bar, gamma_bar, W_in):
+        """`step(..., inplace=True)`: x (b, H), the checked state (b, S...), written over and returned.
+        Note: torch only: Ā_t, γ̄_t (discretize_event's out=), the event in the complex dtype, W_in u and Re x
+        are formed in workspaces (Layer._workspace), so nothing state-sized is allocated per event; the
+        reference forms the new state, then copies it into the given array."""
+        if tau is not None:
+            out, scratch = self._event_workspaces(state)
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar,
+                                                     out=out, scratch=scratch)        # (b, S...)
+        u = self._workspace("u", x.shape, W_in.dtype).copy_(x)                       # (b, H) complex
+        drive = self._workspace("drive", state.shape, state.dtype)                   # (b, S...)
+        letters = EINSUM_LETTERS[self.mode]["state"]
+        if "h" in letters:                                                           # dws, full: W_in u is a broadcast
+            torch.mul(W_in, u.reshape((u.shape[0],) + tuple(self.d_model if c == "h" else 1 for c in letters)),
+                      out=drive)                                                     # (b, S...)
+        else:                                                                        # neck, pointwise: a product over h
+            torch.mm(u, W_in.reshape(-1, self.d_model).t(), out=drive.view(u.shape[0], -1))  # (b, S...)
+        state.mul_(Lambda_bar).add_(drive.mul_(gamma_bar))                     # (b, S...): Ā ⊙ x + γ̄ ⊙ W_in u
+        real = self._workspace("state_real", state.shape, self.dtype).copy_(state.real)  # (b, S...) Re x
+        if self.mode == "full":
+            return self.read_out(real[:, None], x[:, None])[:, 0], state
+        # Note: read_out's y = W_out Re x as one matrix product over the flattened state (the other modes sum
+        # over every state axis), which torch.einsum would reach through a copy of W_out.
+        W_out = self._cached("W_out", lambda: io_maps(dict(self.named_parameters()), self.mode, self.shapes)[1])
+        return torch.mm(real.view(x.shape[0], -1), W_out.reshape(self.d_model, -1).t()), state  # (b, H)
+
     def _step_system(self):
         """(λ, Δ, Ā, γ̄, W_in) of `step`: the τ-independent arrays (Ā, γ̄ without τ), γ̄ and W_in in the
         complex dtype (γ̄ is real for exp_euler; a real factor would be converted on every event by the
@@ -166,7 +197,7 @@ class Centaurus(Layer):
         dt = torch.exp(self.log_dt).reshape(self.shapes["dt_view"])                      # broadcasts to the state
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system()                            # (S...)
         return (self.continuous_eigenvalues(), dt, Lambda_bar, gamma_bar.to(Lambda_bar.dtype),
-                W_in.to(Lambda_bar.dtype))                                                  # W_in: the mode's map
+                W_in.to(Lambda_bar.dtype).contiguous())                                     # W_in: the mode's map
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, (L, H_out, H_in); no D term (Centaurus has none)."""

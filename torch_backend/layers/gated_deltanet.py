@@ -21,15 +21,16 @@ Glossary: b batch, L length, H d_model, h heads, d_k / d_v per-head widths, n_h 
 einsum letters b l h k v, d / o the input / output axis of a projection.
 """
 import torch
+import torch.nn.functional as F
 
 from reference.layers.gated_deltanet import DT_MAX, DT_MIN, GatedDeltaNet as ReferenceGatedDeltaNet
 from reference.layers.matrix_state import check_step_timestep
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, prepare_call
-from ._math import softplus
-from .matrix_state import (DELTA_METHODS, delta_recurrence, l2_normalize, rms_norm, sigmoid, silu, split_heads,
-                           valid_steps)
+from ._checks import check_inplace, check_positive_int, prepare_call
+from ._math import softplus, softplus_
+from .matrix_state import (DELTA_METHODS, delta_recurrence, delta_step_, l2_normalize, l2_normalize_, rms_norm,
+                           rms_norm_, sigmoid, silu, split_heads, valid_steps)
 
 
 class GatedDeltaNet(Layer):
@@ -109,15 +110,56 @@ class GatedDeltaNet(Layer):
         y = self.read_out(o)                                                               # (b, L, H)
         return (y, state) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state).
+        inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
+        inplace=False, to rounding); its per-event vectors go to workspace buffers, so nothing state-sized is formed."""
         refuse_streaming(self, "step")
         check_step_timestep(self, integration_timestep)
+        given = state
         # Note: check_step reads finiteness with one min/max reduction and builds no zero state for the shape.
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.n_heads, self.d_k, self.d_v),
                                    self.dtype)                                     # (b, 1, H), (b, h, d_k, d_v)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], tau, state), state
         o, new_state = self.recurrence(*self.discrete_system(x, tau), state, method="sequential")  # o (b, 1, h, d_v)
         return self.read_out(o)[:, 0], new_state
+
+    def _step_inplace(self, u, tau, S):
+        """The step of `step(..., inplace=True)`: S (b, h, d_k, d_v) ← the new state for the token u (b, H) and
+        τ (b, 1) or None; returns y_t (b, H), the one new tensor. The gate first (S ← α S), then the n_h delta
+        steps S ← S + (β k)(v − kᵀS)ᵀ (matrix_state.delta_step_), then o = Sᵀ(s q) and the read-out.
+        Note: torch only: the formulas of discrete_system, the sequential recurrence and read_out for one token,
+        with q, k, v, β, α, kᵀS and the head outputs in workspace buffers (Layer._workspace; out= products,
+        in-place maps, torch's own σ and SiLU) and the state updated in place. Equal to step to rounding."""
+        (b, _), h, d_k, d_v, n_h = u.shape, self.n_heads, self.d_k, self.d_v, self.n_householder
+        def scratch(name, *shape):
+            return self._workspace(name, (b,) + shape, u.dtype)                            # the module's (checked)
+        q = F.silu(torch.matmul(u, self.W_q.T, out=scratch("q", h * d_k)), inplace=True)           # (b, h·d_k)
+        k = F.silu(torch.matmul(u, self.W_k.T, out=scratch("k", n_h * h * d_k)), inplace=True)     # (b, n_h·h·d_k)
+        v = F.silu(torch.matmul(u, self.W_v.T, out=scratch("v", n_h * h * d_v)), inplace=True)     # (b, n_h·h·d_v)
+        beta = torch.sigmoid_(torch.matmul(u, self.W_beta.T, out=scratch("beta", n_h * h)))        # (b, n_h·h)
+        if self.allow_neg_eigval:
+            beta.mul_(2.0)
+        q = l2_normalize_(q.view(b, h, d_k), scratch("q_norm", h, 1)).mul_(self.scale)           # (b, h, d_k) s q
+        k = l2_normalize_(k.view(b, n_h, h, d_k), scratch("k_norm", n_h, h, 1))                   # (b, n_h, h, d_k)
+        v, beta = v.view(b, n_h, h, d_v), beta.view(b, n_h, h)                                     # rows j = 0..n_h−1
+        if self.gated:
+            alpha = torch.addmm(self.dt_bias, u, self.W_a.T, out=scratch("alpha", h))              # (b, h)
+            softplus_(alpha, scratch("alpha_scratch", h)).mul_(self._cached("minus_A", lambda: -torch.exp(self.A_log)))
+            if tau is not None:
+                alpha.mul_(tau)                                                                    # log α^τ
+            S.mul_(alpha.exp_()[..., None, None])                                                  # S ← α_t S
+        kS = scratch("kS", h, d_v)                                                                 # (b, h, d_v)
+        k_j = k[:, 0] if n_h == 1 else scratch("k_j", h, d_k)                                     # (b, h, d_k)
+        for j in range(n_h):
+            if n_h > 1:        # a contiguous copy: kᵀS's batched product would copy the strided k[:, j] itself
+                k_j.copy_(k[:, j])
+            delta_step_(S, k_j, v[:, j], beta[:, j], kS)                                           # (b, h, d_k, d_v)
+        o = torch.matmul(q[..., None, :], S, out=scratch("o", h, 1, d_v))[:, :, 0]                 # (b, h, d_v)
+        rms_norm_(o, self.norm_weight, scratch("norm", h, 1))                                      # (b, h, d_v)
+        return torch.matmul(o.reshape(b, h * d_v), self.W_out.T)                                   # (b, H)
 
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) in the module's dtype and device (key-first)."""

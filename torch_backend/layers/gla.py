@@ -25,8 +25,9 @@ from reference.layers.gla import GLA as ReferenceGLA
 from reference.layers.matrix_state import check_step_timestep
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, prepare_call
-from .matrix_state import GLA_METHODS, gla_recurrence, logsigmoid, rms_norm, split_heads, valid_steps
+from ._checks import check_inplace, check_positive_int, prepare_call
+from .matrix_state import (GLA_METHODS, gla_recurrence, gla_step_, logsigmoid, logsigmoid_, rms_norm, rms_norm_,
+                           split_heads, valid_steps)
 
 
 class GLA(Layer):
@@ -96,16 +97,47 @@ class GLA(Layer):
         y = self.read_out(o)                                                               # (b, L, H)
         return (y, state) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state).
+        inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
+        inplace=False, to rounding); its per-event vectors go to workspace buffers, so nothing state-sized is formed."""
         refuse_streaming(self, "step")
         check_step_timestep(self, integration_timestep)
+        given = state
         # Note: check_step reads finiteness with one min/max reduction and builds no zero state for the shape.
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.n_heads, self.d_k, self.d_v),
                                    self.dtype)                                     # (b, 1, H), (b, h, d_k, d_v)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], tau, state), state
         q, k, v, log_alpha = self.discrete_system(x, tau)
         o, new_state = gla_recurrence(q, k, v, log_alpha, state, scale=self.scale, method="sequential")
         return self.read_out(o)[:, 0], new_state
+
+    def _step_inplace(self, u, tau, S):
+        """The step of `step(..., inplace=True)`: S (b, h, d_k, d_v) ← the new state for the event u (b, H) and
+        τ (b, 1) or None; returns y_t (b, H), the one new tensor.
+        Note: torch only: the formulas of discrete_system, the sequential recurrence and read_out for one event,
+        with q, k, v, the gate and the head outputs in workspace buffers (Layer._workspace; out= products, in-place
+        maps) and the state updated in place (matrix_state.gla_step_). Equal to step to rounding."""
+        (b, _), h, d_k, d_v = u.shape, self.n_heads, self.d_k, self.d_v
+        def scratch(name, *shape):
+            return self._workspace(name, (b,) + shape, u.dtype)                            # the module's (checked)
+        q = torch.matmul(u, self.W_q.T, out=scratch("q", h * d_k)).mul_(self.scale)            # (b, h·d_k) s q
+        k = torch.matmul(u, self.W_k.T, out=scratch("k", h * d_k))                             # (b, h·d_k)
+        v = torch.matmul(u, self.W_v.T, out=scratch("v", h * d_v))                             # (b, h·d_v)
+        alpha = None
+        if self.use_gate:
+            low = torch.matmul(u, self.W_gate_down.T, out=scratch("gate_low", self.W_gate_down.shape[0]))   # (b, r)
+            alpha = torch.addmm(self.b_gate, low, self.W_gate_up.T, out=scratch("alpha", h * d_k))   # (b, h·d_k)
+            logsigmoid_(alpha, scratch("alpha_scratch", h * d_k)).div_(self.config["gate_logit_normalizer"])
+            if tau is not None:
+                alpha.mul_(tau)                                                                # log α^τ
+            alpha = alpha.exp_().view(b, h, d_k)                                               # (b, h, d_k) α_t
+        o = gla_step_(S, q.view(b, h, d_k), k.view(b, h, d_k), v.view(b, h, d_v), alpha,
+                      scratch("o", h, d_v))                                                    # (b, h, d_v)
+        rms_norm_(o, self.norm_weight, scratch("norm", h, 1))                                  # (b, h, d_v)
+        return torch.matmul(o.view(b, h * d_v), self.W_out.T)                                  # (b, H)
 
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) in the module's dtype and device (key-first)."""

@@ -30,7 +30,7 @@ from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, prepare_call
+from ._checks import LAYER_METHODS, check_inplace, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 
@@ -61,12 +61,15 @@ class LRU(Layer):
         C = self.C_re + 1j * self.C_im                                     # (H, N)
         return Lambda_bar, B, C, self.D
 
-    def read_out(self, states, x, states_back=None):
+    def read_out(self, states, x, states_back=None, scratch=None):
         """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H)).
-        Bidirectional: + Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        Bidirectional: + Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12).
+        scratch: None, or a complex (b, H) workspace that receives C x_t (one step, autograd off)."""
         # Note: while autograd is off the complex C is formed once (Layer._cached), not on every call.
         C = self._cached("C", lambda: self.C_re + 1j * self.C_im)                 # (H, N)
-        y = torch.addcmul(torch.einsum("hn,...n->...h", C, states).real, self.D, x)  # (b, L, H)
+        Cx = torch.einsum("hn,...n->...h", C, states) if scratch is None else \
+            torch.mm(states, C.t(), out=scratch)                                     # (b, L, H) or (b, H) complex
+        y = torch.addcmul(Cx.real, self.D, x)                                        # (b, L, H)
         if states_back is not None:
             y = y + torch.einsum("hn,...n->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
         return y
@@ -100,17 +103,31 @@ class LRU(Layer):
         y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N)).
+        inplace=True: the new state is written into `state` itself, which is returned (autograd off)."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
         # Note: log λ, λ and γB are formed once while autograd is off (Layer._cached); with τ only λ^τ (b, N)
         # is formed per event (discretize_event), and the new state is written into the buffer of B u.
         log_lambda, Lambda_bar, B = self._cached("step_system", self._step_system)   # (N,), (N,), (N, H)
+        if not inplace:
+            if tau is not None:
+                Lambda_bar, _ = discretize_event(log_lambda, 1.0, "dirac", tau[:, 0], gamma_bar=1.0)  # (b, N) λ^τ
+            new_state = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype)).addcmul_(Lambda_bar, state)  # (b, N)
+            return self.read_out(new_state, x[:, 0]), new_state
+        check_inplace(given, state)
+        # Note: torch's in-place path forms λ^τ, the event in the complex dtype, γB u and C x_t in workspaces
+        # (Layer._workspace) and writes λ ⊙ x + γB u over the given state; the reference forms the new state,
+        # then copies it into the given array.
         if tau is not None:
-            Lambda_bar, _ = discretize_event(log_lambda, 1.0, "dirac", tau[:, 0], gamma_bar=1.0)  # (b, N) λ^τ
-        new_state = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype)).addcmul_(Lambda_bar, state)  # (b, N)
-        return self.read_out(new_state, x[:, 0]), new_state
+            out = (self._workspace("Lambda_bar_t", state.shape, state.dtype), None)   # dirac: γ̄ = 1 is not formed
+            Lambda_bar, _ = discretize_event(log_lambda, 1.0, "dirac", tau[:, 0], gamma_bar=1.0, out=out)  # (b, N)
+        u = self._workspace("u", x[:, 0].shape, B.dtype).copy_(x[:, 0])              # (b, H) complex
+        drive = torch.mm(u, B.t(), out=self._workspace("drive", state.shape, state.dtype))  # (b, N) γB u
+        state.mul_(Lambda_bar).add_(drive)                                           # (b, N) λ ⊙ x + γB u
+        return self.read_out(state, x[:, 0], scratch=self._workspace("Cx", u.shape, u.dtype)), state
 
     def _step_system(self):
         """(log λ (N,), λ (N,), γ ⊙ B (N, H)) of `step`: the τ-independent arrays, complex."""

@@ -21,12 +21,12 @@ m output channel (M = channels), o output feature.
 import torch
 
 from reference.layers.lssl import LSSL as ReferenceLSSL, event_chunk
-from ..discretize import discretize_dense
+from ..discretize import discretize_dense, matrix_exp_into
 from ..nn import gelu
 from ..scan import scan_dense
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming, two_sided_kernel
-from ._checks import check_positive_int, prepare_call
+from ._checks import check_inplace, check_positive_int, prepare_call
 from ._math import fft_causal_conv, final_state
 
 __all__ = ["discretize_per_step", "LSSL"]
@@ -113,10 +113,15 @@ class LSSL(Layer):
         y = self.read_out(states, x, states_back)                                          # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One update: x_t real (b, H), state real (b, H, N), τ (b,) or None -> (y_t (b, H), state (b, H, N)).
+        inplace=True: the new state is written into `state` itself, which is returned (autograd off)."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape, self.dtype)  # (b, 1, H)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x, state, tau)
         # Note: without τ the dense (Ā, B̄) are formed once while autograd is off (Layer._cached), and B̄ u is
         # added into the buffer of Ā x, the state returned (the read-out's einsum copies the state once more).
         A_bar, B_bar = self._cached("discrete_system", self.discrete_system) if tau is None else \
@@ -124,6 +129,53 @@ class LSSL(Layer):
         Ax = torch.einsum("...nk,...k->...n", A_bar, state[:, None])                       # (b, 1, H, N)
         new_state = Ax.addcmul_(B_bar, x[..., None])                                       # (b, 1, H, N): Ā x + B̄ u
         return self.read_out(new_state, x)[:, 0], new_state[:, 0]
+
+    def _step_inplace(self, x, state, tau):
+        """`step(..., inplace=True)`: x (b, 1, H), the checked state (b, H, N), written over and returned.
+        Note: torch only. Without τ, Ā x is formed by one batched product over h into a workspace
+        (Layer._workspace) and copied over the state, so nothing state-sized is allocated per event. With τ
+        every row and channel has its own dense step d = τΔ_h. bilinear: the new state is one solve,
+        (I − dA/2) x' = (I + dA/2) x + d B u, with the matrix, its LU factors and the right side in workspaces
+        (Ā_t is never formed), so nothing state-sized is allocated either; zoh: Ā_t = expm(dA) (b, H, N, N) is
+        formed in workspaces by `matrix_exp_into` (Padé scaling and squaring: matrix_exp has no out=) and
+        B̄ u = A⁻¹(Ā_t − I)B u by a solve on the cached LU factors of Aᵀ.
+        The reference forms the new state, then copies it into the given array."""
+        b, H, N = state.shape
+        if tau is None:
+            A_bar, B_bar = self._cached("discrete_system", self.discrete_system)             # (H, N, N), (H, N)
+            Ax = torch.bmm(A_bar, state.permute(1, 2, 0),
+                           out=self._workspace("Ax", (H, N, b), self.dtype))                # (H, N, b)
+            state.copy_(Ax.permute(2, 0, 1))                                                # (b, H, N) Ā x
+        elif self.discretization == "bilinear":
+            d = torch.mul(tau, torch.exp(self.log_dt), out=self._workspace("dt_A", (b, H), self.dtype))  # (b, H)
+            rhs = torch.mm(state.reshape(b * H, N), self.A.t(),
+                           out=self._workspace("rhs", (b * H, N), self.dtype)).view(b, H, N)  # (b, H, N) A x
+            rhs.mul_(d[..., None]).mul_(0.5).add_(state)                                    # (I + dA/2) x
+            rhs.addcmul_(self.B, (d * x[:, 0])[..., None])                                  # + d B u
+            left = torch.mul(self.A, d[..., None, None], out=self._workspace("left", (b, H, N, N), self.dtype))
+            left.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.0)                            # (b, H, N, N) I − dA/2
+            # LAPACK factorises column-major matrices: the LU workspace is one, seen transposed (.mT).
+            factors = (self._workspace("lu", (b, H, N, N), self.dtype).mT,
+                       self._workspace("pivots", (b, H, N), torch.int32), self._workspace("info", (b, H), torch.int32))
+            LU, pivots, _ = torch.linalg.lu_factor_ex(left, out=factors)                    # (b, H, N, N), (b, H, N)
+            torch.linalg.lu_solve(LU, pivots, rhs[..., None], out=state[..., None])       # (b, H, N, 1) x'
+            return self.read_out(state, x[:, 0]), state
+        else:
+            # zoh: x' = Ā_t x + A⁻¹(Ā_t − I) B u, with Ā_t = expm(dA) in workspaces (matrix_exp_into) and the
+            # solve by A as rows, z Aᵀ = w, on the cached LU factors of Aᵀ.
+            d = torch.mul(tau, torch.exp(self.log_dt), out=self._workspace("dt_A", (b, H), self.dtype))  # (b, H)
+            A_bar = matrix_exp_into(self.A, d, self._workspace, self._workspace("A_bar", (b, H, N, N), self.dtype),
+                                    self._cached("A_norm", lambda: float(torch.linalg.matrix_norm(self.A, ord=1))))
+            Bu = torch.mul(self.B, x[:, 0, :, None], out=self._workspace("Bu", (b, H, N), self.dtype))   # (b, H, N)
+            w = torch.matmul(A_bar, Bu[..., None], out=self._workspace("w", (b, H, N, 1), self.dtype))[..., 0]
+            LU, pivots = self._cached("A_transposed_lu", lambda: torch.linalg.lu_factor(self.A.mT))  # (N, N), (N,)
+            z = torch.linalg.lu_solve(LU, pivots, w.sub_(Bu).view(b * H, N), left=False,
+                                      out=self._workspace("z", (b * H, N), self.dtype))      # (b·H, N) B̄ u
+            Ax = torch.matmul(A_bar, state[..., None], out=self._workspace("Ax", (b, H, N, 1), self.dtype))
+            state.copy_(Ax[..., 0]).add_(z.view(b, H, N))                                   # (b, H, N) Ā x + B̄ u
+            return self.read_out(state, x[:, 0]), state
+        state.addcmul_(B_bar, x[:, 0, :, None])                                             # (b, H, N): Ā x + B̄ u
+        return self.read_out(state, x[:, 0]), state
 
     def state_kernel(self, L):
         """Impulse response of the state, Ā_h^l B̄_h: (L, H, N), from the same dense scan."""

@@ -61,6 +61,53 @@ def rms_norm(o, weight, eps=NORM_EPS):
     return o / torch.sqrt(torch.mean(o * o, dim=-1, keepdim=True) + eps) * weight
 
 
+# ----------------------------------------------------------------------------- in place, for step(..., inplace=True)
+# Note: torch only. An in-place step writes its per-event vectors into workspace buffers (Layer._workspace) and
+# its state in place, so these maps overwrite their argument; `scratch` is a buffer like it (contents undefined).
+# Equal to the maps above to rounding (σ and SiLU are torch's own, the norms are read from one matmul).
+def logsigmoid_(z, scratch):
+    """z ← log σ(z) = min(z, 0) − log1p(e^{−|z|}), in place."""
+    torch.abs(z, out=scratch).neg_().exp_().log1p_()
+    return z.clamp_(max=0.0).sub_(scratch)
+
+
+def squared_norm(z, out):
+    """out (..., 1) ← Σ z² over the last axis of z (..., d), as one batched product (no temporary like z)."""
+    torch.matmul(z[..., None, :], z[..., :, None], out=out[..., None])                   # (..., 1, 1)
+    return out
+
+
+def l2_normalize_(z, norm, eps=1e-6):
+    """z (..., d) ← z / sqrt(Σ z² + eps) over the last axis, in place; norm (..., 1) scratch."""
+    return z.div_(squared_norm(z, norm).add_(eps).sqrt_())
+
+
+def rms_norm_(o, weight, norm, eps=NORM_EPS):
+    """o (..., d) ← o / sqrt(mean(o²) + eps) ⊙ weight, in place; norm (..., 1) scratch."""
+    return o.div_(squared_norm(o, norm).div_(o.shape[-1]).add_(eps).sqrt_()).mul_(weight)
+
+
+def gla_step_(S, q, k, v, alpha, o):
+    """One GLA step in place: S ← diag(α) S + k vᵀ, o ← Sᵀ q. S (b, h, d_k, d_v); q (already scaled), k, α
+    (b, h, d_k) (α None: linear attention); v, o (b, h, d_v). The rank-1 update broadcasts (no outer product)."""
+    if alpha is not None:
+        S.mul_(alpha[..., None])
+    S.addcmul_(k[..., None], v[..., None, :])                                              # (b, h, d_k, d_v)
+    torch.matmul(q[..., None, :], S, out=o[..., None, :])                                  # (b, h, 1, d_v)
+    return o
+
+
+def delta_step_(S, k, v, beta, kS):
+    """One delta step in place: S ← (I − β k kᵀ) S + β k vᵀ = S + (β k)(v − kᵀS)ᵀ. S (b, h, d_k, d_v);
+    k (b, h, d_k) and v (b, h, d_v) are overwritten (by β k and v − kᵀS); β (b, h); kS (b, h, d_v) scratch.
+    Only (b, h, d) vectors are formed: kᵀS is one batched product, the update a broadcast rank-1 addcmul_."""
+    torch.matmul(k[..., None, :], S, out=kS[..., None, :])                                 # (b, h, 1, d_v) kᵀS
+    v.sub_(kS)                                                                             # (b, h, d_v)
+    k.mul_(beta[..., None])                                                                # (b, h, d_k)
+    S.addcmul_(k[..., None], v[..., None, :])                                              # (b, h, d_k, d_v)
+    return S
+
+
 # ----------------------------------------------------------------------------- shared by the three layers
 # Note: initialisers and argument checks (linear_init, head_sizes, check_flag, check_unused, check_step_timestep)
 # are the reference's: torch layers build the reference layer and copy its parameters.

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from reference.layers.multiresconv import MultiresConv as ReferenceMultiresConv, check_no_timesteps
 from ..discretize import all_finite
 from ._base import Layer, draw_seed
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
 from ._math import fft_causal_conv
 
 
@@ -126,17 +126,35 @@ class MultiresConv(Layer):
         window = ends[:, None] + torch.arange(self.receptive_field - 1, device=x.device)  # (b, R − 1)
         return y, u[torch.arange(batch, device=x.device)[:, None], window]          # (b, R − 1, H)
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One output from the history: y_t = Σ_{l<R} K_l ⊙ x_{t−l}. x_t (b, H), state (b, R − 1, H).
+        inplace=True: the new history is written into `state` itself, which is returned (autograd off)."""
         check_no_timesteps(integration_timestep, "integration_timestep")
         # Note: finiteness is first read with all_finite (no temporaries; the full checks run if it fails), and
         # the kernel is formed once while autograd is off (Layer._cached), not on every event.
         x, _ = check_step_input(x_t, self.d_model, like=self, check_finite=not all_finite(x_t))   # (b, 1, H)
         history = self.check_history(state, x.shape[0], "state", check_finite=not all_finite(state))  # (b, R − 1, H)
+        if inplace:
+            check_inplace(state, history)
+            return self._step_inplace(x[:, 0], history)
         window = torch.cat([history, x], dim=1)                                    # (b, R, H)
         K_oldest_first = self._cached("step_kernel", lambda: self.kernel(self.receptive_field).flip(0))  # (R, H)
         y_t = torch.einsum("lh,blh->bh", K_oldest_first, window)                   # (b, H); window is oldest first
         return y_t, window[:, 1:]
+
+    def _step_inplace(self, x, history):
+        """`step(..., inplace=True)`: x (b, H), the checked history (b, R − 1, H), shifted in place and returned.
+        Note: torch only: the products K_l ⊙ x_{t−l} and the shifted history pass through one workspace
+        (Layer._workspace), so nothing history-sized is allocated per event; the reference forms the new
+        history, then copies it into the given array."""
+        K_oldest_first = self._cached("step_kernel", lambda: self.kernel(self.receptive_field).flip(0))  # (R, H)
+        work = self._workspace("window", history.shape, history.dtype)                   # (b, R − 1, H)
+        y_t = torch.mul(K_oldest_first[:-1], history, out=work).sum(dim=1)               # (b, H) the past
+        y_t.addcmul_(K_oldest_first[-1], x)                                              # (b, H) + K_0 ⊙ x_t
+        work[:, :-1].copy_(history[:, 1:])                                               # (b, R − 2, H)
+        history[:, :-1].copy_(work[:, :-1])
+        history[:, -1].copy_(x)                                                          # the event joins, newest last
+        return y_t, history
 
     def kernel(self, L):
         """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""

@@ -27,9 +27,9 @@ from ..discretize import discretize
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, prepare_call
-from ._griffin import block_diagonal, causal_conv, check_resets, conv_windows, gelu_tanh
-from ._math import final_state, softplus
+from ._checks import check_inplace, check_positive_int, prepare_call
+from ._griffin import block_diagonal, block_diagonal_, causal_conv, check_resets, conv_windows, gelu_tanh
+from ._math import final_state, softplus, softplus_
 
 MAX_SQRT_GRADIENT = 1000.0
 
@@ -155,14 +155,20 @@ class RGLRU(Layer):
             return y, h_last
         return y, torch.cat([final_state(windows, lengths)[:, 1:], h_last[:, None]], dim=1)   # (b, W, E)
 
-    def step(self, x_t, state, integration_timestep=None, reset=None):
+    def step(self, x_t, state, integration_timestep=None, reset=None, *, inplace=False):
         """One step: x_t (b, H), state like init_state(b), τ (b,) or None, reset (b,) bool or None
-        → (y_t (b, H), new state). A reset also empties the conv window (block=True)."""
+        → (y_t (b, H), new state). A reset also empties the conv window (block=True).
+        inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
+        inplace=False, to rounding); its per-event vectors go to workspace buffers."""
         refuse_streaming(self, "step")
+        given = state
         # Note: check_step reads finiteness with one min/max reduction (no state-sized temporaries).
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape(1)[1:], self.dtype)
         batch = x.shape[0]                                                                # x (b, 1, H)
         resets = None if reset is None else check_resets(reset, (batch,), name="reset", like=self)[:, None]  # (b, 1)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], tau, None if resets is None else resets[:, 0], state), state
         window0, h = (state[:, :-1], state[:, -1]) if self.block else (None, state)
         u, windows = self.recurrence_input(x, window0, resets)                            # (b, 1, E)
         A_bar, gain = self.discrete_system(u, tau, resets)                               # (b, 1, E)
@@ -171,3 +177,49 @@ class RGLRU(Layer):
         if not self.block:
             return y_t, new_h
         return y_t, torch.cat([windows[:, 0, 1:], new_h[:, None]], dim=1)                 # (b, W, E)
+
+    def _step_inplace(self, x, tau, resets, state):
+        """The step of `step(..., inplace=True)`: state (b, E) or (b, W, E) ← the new state for the event x (b, H),
+        τ (b, 1) or None and resets (b,) bool or None; returns y_t (b, H), the one new tensor.
+        Note: torch only: the formulas of recurrence_input, discrete_system and read_out for one event, with the
+        projections, gates, Ā_t and n_t ⊙ i_t in workspace buffers (Layer._workspace; out= products, in-place
+        maps, torch's own σ), the conv window shifted in place and h updated in place. Equal to step to rounding."""
+        (b, _), E, q = x.shape, self.width, self.prefix
+        def scratch(name, *shape):
+            return self._workspace(name, shape, x.dtype)                                # the module's (checked)
+        h = state[:, -1] if self.block else state                                         # (b, E), a view
+        if self.block:
+            W = self.conv_width
+            window = state[:, :-1]                                                        # (b, W − 1, E), a view
+            if resets is not None:
+                window.masked_fill_(resets[:, None, None], 0.0)                           # a reset empties the window
+            p = torch.addmm(self._param("linear_x.bias"), x, self._param("linear_x.weight").T,
+                            out=scratch("p", b, E))                                       # (b, E)
+            w = self._param("conv_1d.w")                                                  # (W, E)
+            taps = torch.mul(window, w[:-1], out=scratch("taps", b, W - 1, E))            # (b, W − 1, E)
+            u = torch.sum(taps, dim=1, out=scratch("u", b, E)).addcmul_(p, w[-1]).add_(self._param("conv_1d.b"))
+            for k in range(W - 2):                                                        # the window moves by one
+                window[:, k].copy_(window[:, k + 1])
+            window[:, W - 2].copy_(p)                                                     # (b, W − 1, E)
+        else:
+            u = x                                                                         # (b, E)
+        heads, width = self.num_heads, E // self.num_heads
+        i = block_diagonal_(u, self._param(q + "input_gate.w"), self._param(q + "input_gate.b"),
+                            scratch("i", heads, b, width)).sigmoid_()                     # (b, heads, j)
+        r = block_diagonal_(u, self._param(q + "a_gate.w"), self._param(q + "a_gate.b"),
+                            scratch("r", heads, b, width)).sigmoid_()                     # (b, heads, j)
+        rate = self._cached("rate", lambda: -self.c * softplus(self._param(q + "a_param")))   # (E,) log a / r
+        z = r.clamp_(min=torch.finfo(r.dtype).tiny).mul_(rate.view(heads, width))         # (b, heads, j) log a_t
+        gain = torch.mul(z, 2.0, out=scratch("n", heads, b, width).transpose(0, 1))       # (b, heads, j)
+        gain.expm1_().neg_().sqrt_().mul_(i)                                              # n_t ⊙ i_t
+        A_bar = (z if tau is None else z.mul_(tau[:, :, None])).exp_()                    # (b, heads, j) a_t^τ
+        if resets is not None:                                                            # a_t ← 0, n_t ← 1
+            A_bar.masked_fill_(resets[:, None, None], 0.0)
+            torch.where(resets[:, None, None], i, gain, out=gain)
+        h.unflatten(-1, (heads, width)).mul_(A_bar).addcmul_(gain, u.reshape(b, heads, width))   # (b, heads, j) views
+        if not self.block:
+            return h.clone()                # y = h (b, H), a copy: the next event overwrites the state
+        gate = torch.addmm(self._param("linear_y.bias"), x, self._param("linear_y.weight").T,
+                           out=scratch("gate", b, E))                                     # (b, E)
+        torch.ops.aten.gelu_(gate, approximate="tanh").mul_(h)                            # h ⊙ gelu_tanh(linear_y x)
+        return torch.addmm(self._param("linear_out.bias"), gate, self._param("linear_out.weight").T)   # (b, H)

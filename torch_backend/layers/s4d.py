@@ -28,7 +28,7 @@ from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, prepare_call
+from ._checks import LAYER_METHODS, check_inplace, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 
@@ -112,26 +112,48 @@ class S4D(Layer):
         y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, H, N), τ (b,) or None → (y_t (b, H), new state (b, H, N)).
+        inplace=True: the new state is written into `state` itself, which is returned (autograd off)."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, self.state_shape)  # (b, 1, H), (b, H, N)
         # Note: Λ, Δ and the discrete system without τ are formed once while autograd is off (Layer._cached);
         # with τ only Ā_t, γ̄_t (b, H, N) are formed per event (discretize_event), and the new state is written
         # into the buffer of B u.
         Lambda, dt, Lambda_bar, gamma_bar, B = self._cached("step_system", self._step_system)  # (H, N), (H, 1), …
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], state, tau, Lambda, dt, Lambda_bar, gamma_bar, B)
         if tau is not None:
             Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)  # (b, H, N)
         Bu = torch.einsum("hn,bh->bhn", B, x[:, 0].to(B.dtype))                    # (b, H, N)
         new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, H, N): γ̄ ⊙ Bu + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
 
+    def _step_inplace(self, x, state, tau, Lambda, dt, Lambda_bar, gamma_bar, B):
+        """`step(..., inplace=True)`: x (b, H), the checked state (b, H, N), written over and returned.
+        Note: torch only: Ā_t, γ̄_t (discretize_event's out=), the event in the complex dtype and B u are
+        formed in workspaces (Layer._workspace), so nothing state-sized is allocated per event; the reference
+        forms the new state, then copies it into the given array."""
+        if tau is not None:
+            out, scratch = self._event_workspaces(state)
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar,
+                                                     out=out, scratch=scratch)        # (b, H, N)
+        u = self._workspace("u", x.shape, B.dtype).copy_(x)                          # (b, H) complex
+        drive = torch.mul(B, u[:, :, None], out=self._workspace("drive", state.shape, state.dtype))  # (b, H, N) B u
+        state.mul_(Lambda_bar).add_(drive.mul_(gamma_bar))                       # (b, H, N): Ā ⊙ x + γ̄ ⊙ B u
+        return self.read_out(state, x), state
+
     def _step_system(self):
-        """(Λ (H, N), Δ (H, 1), Ā, γ̄, B (H, N)) of `step`: the τ-independent arrays (Ā, γ̄ without τ)."""
+        """(Λ (H, N), Δ (H, 1), Ā, γ̄, B (H, N)) of `step`: the τ-independent arrays (Ā, γ̄ without τ; γ̄
+        complex)."""
         Lambda = -torch.exp(self.log_A_re) + 1j * self.A_im                  # (H, N)
         dt = torch.exp(self.log_dt)[:, None]                                  # (H, 1)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system()              # (H, N) ×3
-        return Lambda, dt, Lambda_bar, gamma_bar, B
+        # γ̄ in the complex dtype (it is real for exp_euler and dirac): a real factor would be converted on
+        # every event by the in-place product.
+        return Lambda, dt, Lambda_bar, gamma_bar.to(Lambda_bar.dtype), B
 
     def kernel(self, L):
         """K (L, H) real: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""

@@ -30,7 +30,7 @@ from ..discretize import discretize, discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
-from ._checks import LAYER_METHODS, check_positive_int, prepare_call
+from ._checks import LAYER_METHODS, check_inplace, check_positive_int, prepare_call
 from ._math import final_state, final_state_by_convolution, powers
 
 
@@ -64,12 +64,15 @@ class S5(Layer):
         Lambda_bar, gamma_bar = discretize(Lambda, dt, self.discretization, tau, check_values=check_values)
         return Lambda_bar, gamma_bar, self.B_re + 1j * self.B_im, self.C_re + 1j * self.C_im, self.D
 
-    def read_out(self, states, x, states_back=None):
+    def read_out(self, states, x, states_back=None, scratch=None):
         """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step).
-        Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12)."""
+        Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12).
+        scratch: None, or a complex (b, H) workspace that receives κ C̃ x_t (one step, autograd off)."""
         # Note: while autograd is off κ·C is formed once (Layer._cached); κ ∈ {1, 2} scales exactly.
         kappa_C = self._cached("kappa_C", lambda: self.kappa * (self.C_re + 1j * self.C_im))   # (H, N)
-        y = torch.addcmul(torch.einsum("hn,...n->...h", kappa_C, states).real, self.D, x)     # (b, L, H)
+        Cx = torch.einsum("hn,...n->...h", kappa_C, states) if scratch is None else \
+            torch.mm(states, kappa_C.t(), out=scratch)                                       # (b, L, H) or (b, H)
+        y = torch.addcmul(Cx.real, self.D, x)                                                # (b, L, H)
         if states_back is not None:
             y = y + self.kappa * torch.einsum("hn,...n->...h", self.C_back_re + 1j * self.C_back_im, states_back).real
         return y
@@ -108,27 +111,48 @@ class S5(Layer):
         y = self.read_out(states, x, states_back)                                    # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N)).
+        inplace=True: the new state is written into `state` itself, which is returned (autograd off)."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
         # Note: Λ, Δ and the discrete system without τ are formed once while autograd is off (Layer._cached);
         # with τ only Ā_t, γ̄_t (b, N) are formed per event (discretize_event), and the new state is written
         # into the buffer of B̃ u.
         Lambda, dt, Lambda_bar, gamma_bar, B = self._cached("step_system", self._step_system)  # (N,) ×4, (N, H)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], state, tau, Lambda, dt, Lambda_bar, gamma_bar, B)
         if tau is not None:
             Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar)  # (b, N)
         Bu = torch.einsum("nh,bh->bn", B, x[:, 0].to(B.dtype))                     # (b, N)
         new_state = Bu.mul_(gamma_bar).addcmul_(Lambda_bar, state)                   # (b, N): γ̄ ⊙ B̃u + Ā ⊙ x
         return self.read_out(new_state, x[:, 0]), new_state
 
+    def _step_inplace(self, x, state, tau, Lambda, dt, Lambda_bar, gamma_bar, B):
+        """`step(..., inplace=True)`: x (b, H), the checked state (b, N), written over and returned.
+        Note: torch only: Ā_t, γ̄_t (discretize_event's out=), the event in the complex dtype, B̃u and C̃ x_t
+        are formed in workspaces (Layer._workspace), so nothing state-sized is allocated per event; the
+        reference forms the new state, then copies it into the given array."""
+        if tau is not None:
+            out, scratch = self._event_workspaces(state)
+            Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau[:, 0], gamma_bar,
+                                                     out=out, scratch=scratch)        # (b, N)
+        u = self._workspace("u", x.shape, B.dtype).copy_(x)                          # (b, H) complex
+        drive = torch.mm(u, B.t(), out=self._workspace("drive", state.shape, state.dtype)).mul_(gamma_bar)  # (b, N)
+        state.mul_(Lambda_bar).add_(drive)                                           # (b, N): Ā ⊙ x + γ̄ ⊙ B̃u
+        return self.read_out(state, x, scratch=self._workspace("Cx", u.shape, u.dtype)), state
+
     def _step_system(self):
-        """(Λ, Δ, Ā, γ̄ (N,), B̃ (N, H)) of `step`: the τ-independent arrays (Ā, γ̄ without τ)."""
+        """(Λ, Δ, Ā, γ̄ (N,), B̃ (N, H)) of `step`: the τ-independent arrays (Ā, γ̄ without τ, complex)."""
         Lambda_re = torch.clamp(self.Lambda_re, max=CLIP_RE) if self.config["clip_eigs"] else self.Lambda_re
         Lambda = Lambda_re + 1j * self.Lambda_im                             # (N,)
         dt = self.config["step_rescale"] * torch.exp(self.log_dt)            # (N,)
         Lambda_bar, gamma_bar, B, _, _ = self.discrete_system()              # (N,), (N,), (N, H)
-        return Lambda, dt, Lambda_bar, gamma_bar, B
+        # γ̄ in the complex dtype (it is real for exp_euler and dirac): a real factor would be converted on
+        # every event by the in-place product.
+        return Lambda, dt, Lambda_bar, gamma_bar.to(Lambda_bar.dtype), B
 
     def kernel(self, L):
         """K (L, H_out, H_in) real: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""

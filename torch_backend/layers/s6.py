@@ -33,15 +33,16 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state; E channels of the 
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from reference.layers.s6 import S6 as ReferenceS6
-from ..discretize import discretize, discretize_event
+from ..discretize import all_finite, discretize, discretize_event
 from ..scan import SCAN_METHODS, scan
 from ..selective import selective_scan, selective_scan_blocked
-from ._base import Layer, check_step, draw_seed
+from ._base import Layer, _valid_gaps, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, check_state, check_step_input, prepare_call
-from ._math import softplus
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._math import softplus, softplus_
 
 
 def silu(z):
@@ -151,15 +152,20 @@ class S6(Layer):
         return (h.new_zeros((batch, self.d_conv - 1, self.d_inner)), h) if self.block else h
 
     def check_state(self, state, batch, name="initial_state"):
-        """(conv state or None, h) from a state shaped like init_state(batch); a pair for block=True."""
-        zero = self.init_state(batch)
+        """(conv state or None, h) from a state shaped like init_state(batch); a pair for block=True.
+        Note: finiteness is first read with `all_finite` (one min/max reduction); the full check, which raises the
+        reference's message, runs only when that read fails (so a step allocates no state-sized mask)."""
+        h_shape = (check_positive_int(batch, "batch"), self.d_inner, self.d_state)
         if not self.block:
-            return None, check_state(state, tuple(zero.shape), self.dtype, name=name, like=self)
+            return None, check_state(state, h_shape, self.dtype, name=name, like=self,
+                                     check_finite=not all_finite(state))
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"{name} of S6(block=True) must be a pair (conv state (b, d_conv − 1, E), h (b, E, N)); "
                             f"got {type(state).__name__}")
-        return (check_state(state[0], tuple(zero[0].shape), self.dtype, name=f"{name}[0] (conv state)", like=self),
-                check_state(state[1], tuple(zero[1].shape), self.dtype, name=f"{name}[1] (h)", like=self))
+        return (check_state(state[0], (batch, self.d_conv - 1, self.d_inner), self.dtype,
+                            name=f"{name}[0] (conv state)", like=self, check_finite=not all_finite(state[0])),
+                check_state(state[1], h_shape, self.dtype, name=f"{name}[1] (h)", like=self,
+                            check_finite=not all_finite(state[1])))
 
     def forward(self, x, lengths=None, integration_timesteps=None, *, initial_state=None,
                 return_state=False, method="auto", check_finite=True):
@@ -207,17 +213,26 @@ class S6(Layer):
                             for i, n in enumerate(self.last_steps(x, lengths).tolist())])     # (b, K − 1, E)
         return y, (conv, states_at)
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state)."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state as init_state, τ (b,) or None → (y_t (b, H), new state).
+        inplace=True (autograd off): the new state is written into the given tensors (h; block: the conv state and
+        h) and those same tensors are returned (values as inplace=False, to rounding); the per-event arrays
+        (Ā_t, γ̄_t, Δ_t, B_t, C_t, the block's projections) go to workspace buffers."""
         refuse_streaming(self, "step")
         if self.block:
-            x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self)
-            conv0, h = self.check_state(state, x.shape[0], name="state")                       # x (b, 1, H)
+            # Note: as check_step: finiteness of the event and τ from min/max reductions, the full checks if that fails.
+            quick = all_finite(x_t) and (integration_timestep is None or _valid_gaps(integration_timestep))
+            x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep, like=self,
+                                      check_finite=not quick)                                   # (b, 1, H)
+            conv0, h = self.check_state(state, x.shape[0], name="state")
         else:
             # Note: the bare state is checked by check_step (finiteness from one min/max reduction, no zero state).
             x, tau, h = check_step(self, x_t, state, integration_timestep, (self.d_inner, self.d_state),
                                    self.dtype)                                                 # (b, 1, H), (b, E, N)
             conv0 = None
+        if inplace:
+            check_inplace(state, (conv0, h) if self.block else h)
+            return self._step_inplace(x[:, 0], None if tau is None else tau[:, 0], conv0, h), state
         v, z, p_ext = self.mix_in(x, conv0)                                                    # (b, 1, E)
         dt, B, C = self.selection(v)
         # Note: A = −exp(A_log) is formed once while autograd is off (Layer._cached); Ā_t, γ̄_t come from
@@ -228,3 +243,49 @@ class S6(Layer):
         new_h = A_bar.mul_(h).addcmul_(gamma_bar * v[:, 0, :, None], B[:, 0, None, :])       # (b, E, N)
         y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
         return y_t, ((p_ext[:, 1:], new_h) if self.block else new_h)
+
+    def _step_inplace(self, x, tau, conv, h):
+        """The step of `step(..., inplace=True)`: h (b, E, N) and, for the block, conv (b, K − 1, E) ← the new state
+        for the event x (b, H) and τ (b,) or None; returns y_t (b, H), the one new tensor.
+        Note: torch only: the formulas of mix_in, selection, discrete_system and read_out for one event, with the
+        projections, Δ_t, B_t, C_t, Ā_t and γ̄_t in workspace buffers (Layer._workspace; out= products, in-place
+        maps, torch's own SiLU; Ā_t, γ̄_t from discretize_event's out= form), the conv window shifted in place and
+        h ← Ā_t ⊙ h + (γ̄_t v_t) ⊙ B_t with broadcast in-place products. Equal to step to rounding."""
+        (b, _), E, N, r, K = x.shape, self.d_inner, self.d_state, self.dt_rank, self.d_conv
+        def scratch(name, *shape):
+            return self._workspace(name, shape, x.dtype)                                   # the module's (checked)
+        if self.block:
+            pz = torch.matmul(x, self.in_proj.weight.T, out=scratch("pz", b, 2 * E))                # (b, 2E)
+            if hasattr(self.in_proj, "bias"):
+                pz.add_(self.in_proj.bias)
+            p, z = pz[:, :E], pz[:, E:]                                                            # (b, E) each
+            w = self.conv1d.weight[:, 0]                                                           # (E, K)
+            taps = torch.mul(conv, w[:, :-1].T, out=scratch("taps", b, K - 1, E))                  # (b, K − 1, E)
+            v = torch.sum(taps, dim=1, out=scratch("v", b, E)).addcmul_(p, w[:, -1])               # (b, E)
+            if hasattr(self.conv1d, "bias"):
+                v.add_(self.conv1d.bias)
+            F.silu(v, inplace=True)                                                                # v = SiLU(c)
+            for k in range(K - 2):                                                                 # the window moves
+                conv[:, k].copy_(conv[:, k + 1])
+            conv[:, K - 2].copy_(p)                                                                # (b, K − 1, E)
+        else:
+            v = x                                                                                  # (b, E)
+        x_dbl = torch.matmul(v, self.x_proj.weight.T, out=scratch("x_dbl", b, r + 2 * N))          # (b, r + 2N)
+        dt_low, B, C = x_dbl[:, :r], x_dbl[:, r:r + N], x_dbl[:, r + N:]
+        dt = torch.addmm(self.dt_proj.bias, dt_low, self.dt_proj.weight.T, out=scratch("dt", b, E))   # (b, E)
+        softplus_(dt, scratch("dt_scratch", b, E)).clamp_(min=torch.finfo(dt.dtype).tiny).nan_to_num_(nan=1.0)
+        A = self._cached("A", lambda: -torch.exp(self.A_log))                                     # (E, N)
+        out, work = (scratch("A_bar", b, E, N), scratch("gamma_bar", b, E, N)), scratch("discretize", b, E, N)
+        if self.discretization == "dirac":                         # γ̄ = 1 (τ-independent, given to discretize_event)
+            out[1].fill_(1.0)
+        elif self.discretization == "async":                       # γ̄ = Δ_t φ1(AΔ_t): zoh's γ̄ without τ
+            discretize_event(A, dt[:, :, None], "zoh", None, out=out, scratch=work)
+        A_bar, gamma_bar = discretize_event(A, dt[:, :, None], self.discretization, tau, out[1], out=out,
+                                            scratch=work)                                          # (b, E, N)
+        h.mul_(A_bar).addcmul_(gamma_bar.mul_(v[:, :, None]), B[:, None, :])                       # (b, E, N)
+        if not self.block:
+            return torch.matmul(h, C[:, :, None])[:, :, 0].addcmul_(self.D, v)                     # (b, E) = (b, H)
+        y = torch.matmul(h, C[:, :, None], out=scratch("y", b, E, 1))[:, :, 0].addcmul_(self.D, v)   # (b, E)
+        out = torch.matmul(y.mul_(F.silu(z, inplace=True)), self.out_proj.weight.T)                # (b, H)
+        return out.add_(self.out_proj.bias) if hasattr(self.out_proj, "bias") else out
+

@@ -25,8 +25,8 @@ from ..discretize import discretize, discretize_event
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_positive_int, prepare_call
-from ._math import final_state, softplus
+from ._checks import check_inplace, check_positive_int, prepare_call
+from ._math import final_state, softplus, softplus_
 
 
 def stablessm(w):
@@ -120,10 +120,16 @@ class S7(Layer):
         y = self.read_out(states, x, C, states_back, self.C_back(x) if self.bidirectional else None)  # (b, L, H)
         return (y, final_state(states, lengths)) if return_state else y
 
-    def step(self, x_t, state, integration_timestep=None):
-        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N))."""
+    def step(self, x_t, state, integration_timestep=None, *, inplace=False):
+        """One step: x_t (b, H), state (b, N), τ (b,) or None → (y_t (b, H), new state (b, N)).
+        inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
+        inplace=False, to rounding); x_proj's output, Δ_t, Ā_t, γ̄_t and B_t u_t go to workspace buffers."""
         refuse_streaming(self, "step")
+        given = state
         x, tau, state = check_step(self, x_t, state, integration_timestep, (self.d_state,))  # (b, 1, H), (b, N)
+        if inplace:
+            check_inplace(given, state)
+            return self._step_inplace(x[:, 0], None if tau is None else tau[:, 0], state), state
         # Note: the formulas of discrete_system and read_out for one event, without forming the complex B_t
         # (N, H) and C_t (H, N) (2NH numbers each, H times the state): B_t u_t and Re(C_t x_t) are contracted
         # from the real and imaginary halves of x_proj's output, and Λ is formed once while autograd is off
@@ -146,3 +152,39 @@ class S7(Layer):
         C_hat[..., 1].neg_()                                                             # Re(C x) = Ĉ_0 Re x − Ĉ_1 Im x
         Cx = torch.matmul(C_hat.reshape(b, H, 2 * N), torch.view_as_real(new_state).reshape(b, 2 * N, 1))  # (b, H, 1)
         return torch.addcmul(Cx[..., 0].mul_(self.kappa), self.D, u), new_state
+
+    def _step_inplace(self, u, tau, state):
+        """The step of `step(..., inplace=True)`: state (b, N) ← the new state for the event u (b, H) and τ (b,) or
+        None; returns y_t (b, H), the one new tensor.
+        Note: torch only: the formulas of `step` (B_t u_t and Re(C_t x_t) from the real and imaginary halves of
+        x_proj's output) with x_proj's three blocks, Δ_t, Ā_t, γ̄_t (discretize_event's out= form) and B_t u_t in
+        workspace buffers (Layer._workspace), and the state updated in place. Equal to step to rounding."""
+        (b, H), N, r = u.shape, self.d_state, self.dt_rank
+        def scratch(name, *shape, dtype=u.dtype):                        # the module's (checked)
+            return self._workspace(name, shape, dtype)
+        W, bias, widths = self.x_proj.weight, self.x_proj.bias, [r, 2 * N * H, 2 * N * H]
+        s, B_hat, C_hat = (torch.addmm(c, u, w.T, out=scratch(name, b, width)) for w, c, name, width in
+                           zip(W.split(widths), bias.split(widths), ("s", "B_hat", "C_hat"), widths))   # (b, ·)
+        dt = torch.addmm(self.dt_proj.bias, s, self.dt_proj.weight.T, out=scratch("dt", b, N))          # (b, N)
+        softplus_(dt, scratch("dt_scratch", b, N)).mul_(self.config["step_rescale"])
+        dt.clamp_(min=torch.finfo(dt.dtype).tiny)                                                        # Δ_t
+        Lambda = self._cached("Lambda", self.Lambda)                                                     # (N,)
+        complex_ = state.dtype                                                                          # (checked)
+        out = (scratch("A_bar", b, N, dtype=complex_), scratch("gamma_bar", b, N, dtype=complex_))       # (b, N)
+        work = scratch("discretize", b, N)                                                               # (b, N)
+        if self.discretization == "dirac":                         # γ̄ = 1 (τ-independent, given to discretize_event)
+            out[1].fill_(1.0)
+        elif self.discretization == "async":                       # γ̄ = Δ_t φ1(ΛΔ_t): zoh's γ̄ without τ
+            discretize_event(Lambda, dt, "zoh", None, out=out, scratch=work)
+        Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau, out[1], out=out,
+                                                 scratch=work)                                           # (b, N)
+        # B_t u_t = B̂ (N, 2H) times u ⊗ I₂ (2H, 2) per row, u ⊗ I₂ written into a zeroed buffer
+        u_pairs = scratch("u_pairs", b, H, 2, 2).zero_()                                                 # (b, H, 2, 2)
+        u_pairs[:, :, 0, 0].copy_(u)
+        u_pairs[:, :, 1, 1].copy_(u)
+        Bu = torch.bmm(B_hat.view(b, N, 2 * H), u_pairs.view(b, 2 * H, 2), out=scratch("Bu", b, N, 2))  # (b, N, 2)
+        state.mul_(Lambda_bar).add_(torch.view_as_complex(Bu).mul_(gamma_bar))                           # (b, N)
+        C_hat = C_hat.view(b, H, N, 2)                                                                   # C_t's parts
+        C_hat[..., 1].neg_()                                                             # Re(C x) = Ĉ_0 Re x − Ĉ_1 Im x
+        Cx = torch.matmul(C_hat.view(b, H, 2 * N), torch.view_as_real(state).reshape(b, 2 * N, 1))      # (b, H, 1)
+        return Cx[..., 0].mul_(self.kappa).addcmul_(self.D, u)                                           # (b, H)
