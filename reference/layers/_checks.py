@@ -101,6 +101,16 @@ def check_inplace(given, checked, name="state"):
                              f"numpy array of dtype {c.dtype} (as init_state makes it); got a {kind}")
 
 
+def returned_state(given, new_state, inplace):
+    """The state a `step` returns: `new_state`, or with inplace=True the given arrays (checked by
+    `check_inplace`) with the new state copied into them (element by element for a tuple state)."""
+    if not inplace:
+        return new_state
+    for target, value in zip(given, new_state) if isinstance(given, tuple) else [(given, new_state)]:
+        np.copyto(target, value)
+    return given
+
+
 def check_step_input(x_t, d_model, integration_timestep=None):
     """x_t: real (b, H); integration_timestep: None or (b,) >= 0. Returns (x_t (b, 1, H), τ (b, 1) or None)."""
     x_t = np.asarray(x_t)

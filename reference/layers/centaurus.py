@@ -43,7 +43,7 @@ from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              two_sided_kernel)
 from ._checks import (LAYER_METHODS, check_choice, check_inplace, check_positive_int, check_state, check_step_input,
-                      prepare_call)
+                      prepare_call, returned_state)
 from ._math import final_state_by_convolution, final_state, powers, softplus
 
 MODES = ("neck", "pointwise", "dws", "full")
@@ -259,10 +259,7 @@ class Centaurus(Layer):
         Lambda_bar, gamma_bar, W_in, _ = self.discrete_system(tau)                         # (S...) or (b, 1, S...)
         new_state = Lambda_bar * state[:, None] + gamma_bar * np.einsum(self.subscripts["in"], W_in, x)  # (b, 1, S...)
         y = self.read_out(new_state, x)[:, 0]
-        if not inplace:
-            return y, new_state[:, 0]
-        np.copyto(given, new_state[:, 0])                                               # into the given array
-        return y, given
+        return y, returned_state(given, new_state[:, 0], inplace)
 
     def kernel(self, L):
         """MIMO kernel K_l = W_out Re(Ā^l γ̄) W_in, float64 (L, H_out, H_in); no D term (Centaurus has none)."""

@@ -33,7 +33,7 @@ from ..backward import contract
 from ..init import check_dt_range
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call, returned_state
 from ._matrix_state_backward import (delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_state_vjp,
                                      projection_vjp)
 from ._math import softplus
@@ -182,10 +182,7 @@ class GatedDeltaNet(Layer):
             check_inplace(given, state, name="state")
         o, new_state = self.recurrence(*self.discrete_system(x, tau), state)              # o (b, 1, h, d_v)
         y_t = self.read_out(o)[:, 0]                                                       # (b, H)
-        if not inplace:
-            return y_t, new_state
-        np.copyto(given, new_state)
-        return y_t, given
+        return y_t, returned_state(given, new_state, inplace)
 
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) float64 (key-first)."""

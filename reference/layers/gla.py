@@ -29,7 +29,7 @@ from ..backward import contract
 from ..init import check_real
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call, returned_state
 from ._matrix_state_backward import gla_recurrence_vjp, gla_states, matrix_state_vjp, projection_vjp
 from .matrix_state import (GLA_METHODS, check_flag, check_step_timestep, check_unused, gla_recurrence, head_sizes,
                            linear_init, logsigmoid, rms_norm, sigmoid, split_heads, valid_steps)
@@ -147,10 +147,7 @@ class GLA(Layer):
         q, k, v, log_alpha = self.discrete_system(x, tau)
         o, new_state = gla_recurrence(q, k, v, log_alpha, state, scale=self.scale)         # o (b, 1, h, d_v)
         y_t = self.read_out(o)[:, 0]                                                       # (b, H)
-        if not inplace:
-            return y_t, new_state
-        np.copyto(given, new_state)
-        return y_t, given
+        return y_t, returned_state(given, new_state, inplace)
 
     def init_state(self, batch):
         """Zero state (batch, h, d_k, d_v) float64 (key-first)."""

@@ -37,7 +37,7 @@ from ..scan import scan_dense
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps, two_sided_kernel)
-from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call, returned_state
 from ._math import fft_causal_conv, final_state
 
 
@@ -210,10 +210,7 @@ class LSSL(Layer):
         A_bar, B_bar = self.discrete_system(tau)                                           # (…, H, N, N), (…, H, N)
         new_state = np.einsum("...nk,...k->...n", A_bar, state[:, None]) + B_bar * x[..., None]  # (b, 1, H, N)
         y = self.read_out(new_state, x)[:, 0]
-        if not inplace:
-            return y, new_state[:, 0]
-        np.copyto(given, new_state[:, 0])                                               # into the given array
-        return y, given
+        return y, returned_state(given, new_state[:, 0], inplace)
 
     def state_kernel(self, L):
         """Impulse response of the state, Ā_h^l B̄_h: float64 (L, H, N), from the same dense scan."""

@@ -41,7 +41,8 @@ import numpy as np
 
 from ..backward import causal_dilated_conv_vjp, parameter_gradients, prepare_vjp
 from ._base import Layer
-from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import (check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call,
+                      returned_state)
 from ._math import fft_causal_conv
 
 MEMORIES = ("fading", "uniform")
@@ -227,10 +228,7 @@ class MultiresConv(Layer):
         window = np.concatenate([history, x], axis=1)                              # (b, R, H)
         K = self.kernel(self.receptive_field)                                      # (R, H) lag first
         y_t = np.einsum("lh,blh->bh", K[::-1], window)                             # (b, H); window is oldest first
-        if not inplace:
-            return y_t, window[:, 1:]
-        np.copyto(state, window[:, 1:])                                                 # into the given array
-        return y_t, state
+        return y_t, returned_state(state, window[:, 1:], inplace)
 
     def kernel(self, L):
         """The dense causal kernel (L, H), lag first: the tree's impulse response, zero from lag R on."""

@@ -43,7 +43,7 @@ from ..scan import SCAN_METHODS, scan, scan_vjp
 from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, refuse_streaming, reverse_within,
                              reversed_gaps)
-from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call, returned_state
 from ._griffin import (block_diagonal, block_diagonal_vjp, block_params, causal_conv, check_resets, conv_windows,
                        gelu_tanh, gelu_tanh_derivative)
 from ._math import final_state, softplus
@@ -296,10 +296,7 @@ class RGLRU(Layer):
         y_t = self.read_out(new_h[:, None], x)[:, 0]                                      # (b, H)
         if self.block:
             new_h = np.concatenate([windows[:, 0, 1:], new_h[:, None]], axis=1)           # (b, W, E)
-        if not inplace:
-            return y_t, new_h
-        np.copyto(given, new_h)
-        return y_t, given
+        return y_t, returned_state(given, new_h, inplace)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None, resets=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).

@@ -33,7 +33,7 @@ from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              reverse_within, reversed_gaps, two_sided_kernel)
 from ._checks import (LAYER_METHODS, check_choice, check_inplace, check_positive_int, check_state, check_step_input,
-                      prepare_call)
+                      prepare_call, returned_state)
 from ._math import final_state, final_state_by_convolution, powers
 
 S4D_METHODS = tuple(m for m in METHODS if m != "none")
@@ -174,10 +174,7 @@ class S4D(Layer):
         gamma_bar = np.reshape(gamma_bar, (-1,) + self.state_shape)                  # (1 or b, H, N)
         new_state = Lambda_bar * state + gamma_bar * np.einsum("hn,bh->bhn", B, x[:, 0])   # (b, H, N)
         y = self.read_out(new_state, x[:, 0])
-        if not inplace:
-            return y, new_state
-        np.copyto(given, new_state)                                                     # into the given array
-        return y, given
+        return y, returned_state(given, new_state, inplace)
 
     def kernel(self, L):
         """K (L, H) float64: K_{l,h} = 2 Re Σ_n C Ā^l γ̄ B + [l = 0]·D_h; y = depthwise causal_conv(K, x)."""

@@ -33,7 +33,7 @@ from ._base import Layer
 from ._bidirectional import (backward_states, check_bidirectional, check_call, convolve, refuse_streaming,
                              two_sided_kernel)
 from ._checks import (LAYER_METHODS, check_choice, check_inplace, check_positive_int, check_state, check_step_input,
-                      prepare_call)
+                      prepare_call, returned_state)
 from ._math import final_state, final_state_by_convolution, powers
 
 S5_METHODS = tuple(m for m in METHODS if m != "none")
@@ -196,10 +196,7 @@ class S5(Layer):
         gamma_bar = np.reshape(gamma_bar, (-1, self.d_state))                        # (1 or b, N)
         new_state = Lambda_bar * state + gamma_bar * np.einsum("nh,bh->bn", B, x[:, 0])   # (b, N)
         y = self.read_out(new_state, x[:, 0])
-        if not inplace:
-            return y, new_state
-        np.copyto(given, new_state)                                                     # into the given array
-        return y, given
+        return y, returned_state(given, new_state, inplace)
 
     def kernel(self, L):
         """K (L, H_out, H_in) float64: K_l = κ Re(C̃ diag(Ā^l γ̄) B̃) + [l = 0]·diag(D), y = conv(K, x)."""

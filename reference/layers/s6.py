@@ -42,7 +42,8 @@ from ..init import check_dt_range, check_real, log_uniform_dt
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import (check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call,
+                      returned_state)
 from ._math import softplus
 from ._s6_backward import mix_in_vjp, mix_out_vjp
 
@@ -286,11 +287,7 @@ class S6(Layer):
         new_h = A_bar[:, 0] * h + gamma_bar[:, 0] * B[:, 0, None, :] * v[:, 0, :, None]       # (b, E, N)
         y_t = self.read_out(new_h[:, None], v, C, z)[:, 0]                                     # (b, H)
         new_state = (p_ext[:, 1:], new_h) if self.block else new_h
-        if not inplace:
-            return y_t, new_state
-        for given, new in zip(state, new_state) if self.block else [(state, new_state)]:
-            np.copyto(given, new)
-        return y_t, state
+        return y_t, returned_state(state, new_state, inplace)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G of initial_state or None).

@@ -36,7 +36,8 @@ from ..init import log_uniform_dt, s5_hippo_blocks, truncated_normal
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer
 from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call
+from ._checks import (check_choice, check_inplace, check_positive_int, check_state, check_step_input, prepare_call,
+                      returned_state)
 from ._math import final_state, softplus
 from .s5 import CLIP_RE, check_s5_arguments
 
@@ -198,10 +199,7 @@ class S7(Layer):
         Lambda_bar, Bu, C = self.discrete_system(x, tau)                                 # (b, 1, N)
         new_state = Lambda_bar[:, 0] * state + Bu[:, 0]                                  # (b, N)
         y_t = self.read_out(new_state[:, None], x, C)[:, 0]                              # (b, H)
-        if not inplace:
-            return y_t, new_state
-        np.copyto(given, new_state)
-        return y_t, given
+        return y_t, returned_state(given, new_state, inplace)
 
     def vjp(self, grad_y, x, lengths=None, integration_timesteps=None, *, initial_state=None):
         """The backward pass by hand (SPEC §11): (G_x (b, L, H), {param: G}, G_h0 (b, N) complex or None).
