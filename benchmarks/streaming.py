@@ -17,12 +17,13 @@ arrays between events (`Layer._cached`).
 Functional: a step allocates one new state per block (committed, or formed and discarded by the flush of an
 open pooling window) and a few (b, H) activation vectors per block: measured 1.25× the state at batch 1 and
 64, and never below 1.0×, since the new state is the step's result. inplace=True: the mixer states, window
-values and τ sums are written in place and the mixers form their per-event temporaries in workspaces, so an
-event allocates the activation vectors, the output and small masks: measured 0.17× at batch 1 and 64.
+values and τ sums are written in place, the mixers form their per-event temporaries in workspaces and the
+activation, residual sum and LayerNorm are written over each mixer's output, so an event allocates per block
+that output y_t (b, H), plus the embedding, the logits and small masks: measured 0.05–0.06× at batch 1 and 64.
 --timesteps: "none" steps without event gaps, "events" with a gap τ per event (uniform on [0.5, 1.5), what an
 event stream gives), "both" (the default) measures both in turn. With gaps each mixer also forms its Ā_t and
 γ̄_t for the event from the cached Λ and Δ (`torch_backend.discretize.discretize_event`): functional 6.2×
-the state at batch 1 and 64 (a few state-sized temporaries on the way); inplace=True 0.28× (Ā_t and γ̄_t
+the state at batch 1 and 64 (a few state-sized temporaries on the way); inplace=True 0.16–0.17× (Ā_t and γ̄_t
 written into workspaces, `discretize_event(..., out=)`).
 --quick: d_model 32, d_state 16, fewer events.
 """

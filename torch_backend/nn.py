@@ -10,11 +10,12 @@ in evaluation mode); no `init_linear`: parameters are initialised by the referen
 
 Elementwise: no glossary letters.
 """
+import torch
 import torch.nn.functional as F
 
 from reference.nn import LAYER_NORM_EPS
 
-__all__ = ["LAYER_NORM_EPS", "gelu", "identity", "ACTIVATIONS"]
+__all__ = ["LAYER_NORM_EPS", "gelu", "identity", "ACTIVATIONS", "ACTIVATIONS_INPLACE", "layer_norm_"]
 
 
 def gelu(x):
@@ -27,4 +28,23 @@ def identity(x):
 
 
 ACTIVATIONS = {"gelu": gelu, "none": identity}
+
+
+# In place, for a streaming step that owns its activations (torch only: the memory of an event).
+def gelu_(x):
+    """`gelu` written over x itself (the same kernel: equal bit for bit)."""
+    return torch.ops.aten.gelu_(x, approximate="none")
+
+
+ACTIVATIONS_INPLACE = {"gelu": gelu_, "none": identity}
+
+
+def layer_norm_(x, norm):
+    """torch.nn.LayerNorm `norm` over the last axis of x (b, H), written over x itself: (x − mean)/sqrt(var + ε)
+    · weight + bias with the biased variance, as LayerNorm computes it (equal to rounding; only (b, 1)
+    statistics are new tensors)."""
+    x.sub_(x.mean(dim=-1, keepdim=True))                                                # centred
+    scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True)                           # (b, 1) sqrt(H·var)
+    scale.square_().div_(x.shape[-1]).add_(norm.eps).rsqrt_()                          # 1/sqrt(var + ε)
+    return x.mul_(scale).mul_(norm.weight).add_(norm.bias)
 

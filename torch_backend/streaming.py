@@ -20,15 +20,16 @@ The state is a dict: "events" (events seen, the position of the next one), "batc
 block), "windows" (per pooling stage: count, aggregate (b, H) or None, τ sum (b,) or None) and "final"
 (the final pooling's running value over committed elements: count, aggregate). A window of count 0 is empty.
 
-`step(..., inplace=True)` computes the same values by the same operations, in the given state's own arrays:
-the committed mixer states are stepped in place (each mixer's `step(..., inplace=True)`), the window
-aggregates, τ sums and the final pooling value are updated in arrays made at a window's first element and
-kept (an emptied window keeps them, count 0), and the dict itself is returned. The flush must not commit, so
-it steps scratch copies: under "scratch", one per block above the open window (made at the first flush
-through it), refreshed from the committed state, then stepped in place. The scratch states are workspace, not
-stream state (their contents are the last flush's; `python -m benchmarks.streaming` leaves them out of "the
-state it returns"). A state stepped with inplace=True changes under any other reference to its arrays (a
-state returned by an earlier functional step may share window arrays with it).
+`step(..., inplace=True)` computes the same values (to rounding: its LayerNorm is written in place), in the
+given state's own arrays: the committed mixer states are stepped in place (each mixer's
+`step(..., inplace=True)`), the window aggregates, τ sums and the final pooling value are updated in arrays
+made at a window's first element and kept (an emptied window keeps them, count 0), and the dict itself is
+returned. The flush must not commit, so it steps scratch copies: under "scratch", one per block above the open
+window (made at the first flush through it), refreshed from the committed state, then stepped in place. The
+scratch states are workspace, not stream state (their contents are the last flush's; `python -m
+benchmarks.streaming` leaves them out of "the state it returns"). A state stepped with inplace=True changes
+under any other reference to its arrays (a state returned by an earlier functional step may share window
+arrays with it).
 
 Requirements, each a ValueError naming the block: every mixer has `step` and is causal (not
 bidirectional); dropout is inactive (evaluation mode, or p = 0).
@@ -42,8 +43,10 @@ Memory per event (torch, evaluation mode without autograd): each mixer's paramet
 between events (`Layer._cached`), so a functional step allocates the mixer states it forms (committed or
 flushed) and a few (b, H) activation vectors per block: never less than the state it returns, its result.
 With inplace=True (autograd off, else the mixers raise) the mixers form their per-event temporaries in
-workspaces (`Layer._workspace`), so an event allocates the activation vectors and the output only, less than
-the state; `python -m benchmarks.streaming` measures both ratios.
+workspaces (`Layer._workspace`), the activation, residual sum and LayerNorm are written over each mixer's
+output (`nn.ACTIVATIONS_INPLACE`, `nn.layer_norm_`) and pooled elements go to the model's workspace, so an
+event allocates per block only the mixer's output y_t (b, H), plus the embedding and the logits: less than the
+state; `python -m benchmarks.streaming` measures both ratios.
 
 Glossary (SPEC §1): b batch, H d_model; s stride of a pooling stage.
 """
@@ -55,18 +58,19 @@ from .layers._checks import _as_module_tensor
 
 
 # ----------------------------------------------------------------------------- window aggregates
-def _accumulate(mode, window, h, tau):
+def _accumulate(mode, window, h, tau, out=None):
     """The window after adding element h (b, H) with gap τ (b,) or None; the input window is unchanged.
-    A window with count 0 is empty, whatever its arrays hold (an in-place stream keeps them as buffers)."""
+    A window with count 0 is empty, whatever its arrays hold (an in-place stream keeps them as buffers).
+    out: a buffer for a new running sum or max (an in-place stream's flush), else a new tensor."""
     count, value, tau_sum = window
     if count == 0:
         value = h
     elif mode == "stride":
         value = h                                                                   # the last element seen
     elif mode == "mean":
-        value = value + h                                                           # the running sum
+        value = torch.add(value, h, out=out)                                        # the running sum
     else:
-        value = torch.maximum(value, h)                                             # the running max
+        value = torch.maximum(value, h, out=out)                                    # the running max
     if tau is not None:
         tau_sum = tau if count == 0 else tau_sum + tau
     return count + 1, value, tau_sum
@@ -94,10 +98,10 @@ def _accumulate_into(mode, window, h, tau):
     return count + 1, value, tau_sum
 
 
-def _aggregate(mode, window):
-    """The window's pooled element: the last, the mean or the max of what it holds."""
+def _aggregate(mode, window, out=None):
+    """The window's pooled element: the last, the mean (into `out` if given) or the max of what it holds."""
     count, value, _ = window
-    return value / count if mode == "mean" else value
+    return torch.div(value, count, out=out) if mode == "mean" else value
 
 
 def _empty_window():
@@ -130,12 +134,14 @@ def init_stream(model, batch):
 
 
 def _block(model, i, h, mixer_state, tau, inplace=False):
-    """Block i on one element: (its output (b, H), the mixer's new state; with inplace=True, the given one)."""
-    activation = nn.ACTIVATIONS[model.config["activation"]]
-    block = model.blocks[i]
-    mixer = block["mixer"]
-    y, mixer_state = mixer.step(h, mixer_state, tau, inplace=True) if inplace else mixer.step(h, mixer_state, tau)
-    return block["norm"](activation(y) + h), mixer_state
+    """Block i on one element: (its output (b, H), the mixer's new state; with inplace=True, the given one,
+    and the activation, residual sum and LayerNorm written over the mixer's output y_t, a new tensor ours)."""
+    block, activation = model.blocks[i], model.config["activation"]
+    if not inplace:
+        y, mixer_state = block["mixer"].step(h, mixer_state, tau)                   # (b, H)
+        return block["norm"](nn.ACTIVATIONS[activation](y) + h), mixer_state
+    y, mixer_state = block["mixer"].step(h, mixer_state, tau, inplace=True)         # (b, H)
+    return nn.layer_norm_(nn.ACTIVATIONS_INPLACE[activation](y).add_(h), block["norm"]), mixer_state
 
 
 def _scratch_state(state, i):
@@ -155,13 +161,14 @@ def _scratch_state(state, i):
     return scratch[i]
 
 
-def _final_output(model, final, tail):
-    """Head applied to the final pooling of the committed top-level elements plus an optional tail."""
+def _final_output(model, final, tail, buffer):
+    """Head applied to the final pooling of the committed top-level elements plus an optional tail;
+    buffer(name, like): a workspace like `like` (in place) or None."""
     mode = model.config["pooling"]
     final_mode = {"last": "stride", "mean": "mean", "max": "max"}[mode]
     if tail is not None:
-        final = _accumulate(final_mode, final, tail, None)
-    pooled = _aggregate(final_mode, final)                                          # (b, H)
+        final = _accumulate(final_mode, final, tail, None, out=buffer("final_provisional", tail))
+    pooled = _aggregate(final_mode, final, out=buffer("final_pooled", final[1]))   # (b, H)
     return model.head(pooled)
 
 
@@ -197,6 +204,11 @@ def stream_step(model, x_t, state, integration_timestep=None, inplace=False):
     else:
         mixers, windows, final = list(state["mixers"]), list(state["windows"]), state["final"]
     accumulate = _accumulate_into if inplace else _accumulate
+
+    def buffer(name, like):
+        """In place: the model's workspace for a pooled or provisional element like `like` (b, H); else None."""
+        return model._workspace(name, like.shape, like.dtype) if inplace else None
+
     # commit: the event climbs while pooling windows close
     open_stage = None
     for i in range(len(model.blocks)):
@@ -208,14 +220,16 @@ def stream_step(model, x_t, state, integration_timestep=None, inplace=False):
         if windows[i][0] < stride:
             open_stage = i                                                          # stays open: stop committing
             break
-        h, tau = _aggregate(mode, windows[i]), windows[i][2]                        # the closed window's element
+        h, tau = _aggregate(mode, windows[i], buffer(f"pooled {i}", h)), windows[i][2]   # the closed window
         windows[i] = (0,) + windows[i][1:] if inplace else _empty_window()          # emptied; buffers kept
     if open_stage is None:
         final = accumulate({"last": "stride", "mean": "mean", "max": "max"}[model.config["pooling"]], final, h, None)
-        output = _final_output(model, final, None)
+        output = _final_output(model, final, None, buffer)
     else:
         # flush: the open window's tail runs through the blocks below from their committed states
-        tail, tail_tau = _aggregate(model.modes[open_stage], windows[open_stage]), windows[open_stage][2]
+        open_window = windows[open_stage]
+        tail = _aggregate(model.modes[open_stage], open_window, buffer(f"pooled {open_stage}", h))   # (b, H)
+        tail_tau = open_window[2]
         for i in range(open_stage + 1, len(model.blocks)):
             if inplace:                                                             # a scratch copy, stepped in place
                 tail, _ = _block(model, i, tail, _scratch_state(state, i), tail_tau, inplace=True)
@@ -223,9 +237,9 @@ def stream_step(model, x_t, state, integration_timestep=None, inplace=False):
                 tail, _ = _block(model, i, tail, mixers[i], tail_tau)               # not committed
             mode = model.modes[i]
             if mode != "none":
-                provisional = _accumulate(mode, windows[i], tail, tail_tau)
-                tail, tail_tau = _aggregate(mode, provisional), provisional[2]
-        output = _final_output(model, final, tail)
+                provisional = _accumulate(mode, windows[i], tail, tail_tau, out=buffer(f"provisional {i}", tail))
+                tail, tail_tau = _aggregate(mode, provisional, buffer(f"pooled {i}", tail)), provisional[2]
+        output = _final_output(model, final, tail, buffer)
     if inplace:
         state["events"], state["final"] = state["events"] + 1, final
         return output, state

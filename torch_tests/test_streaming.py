@@ -497,6 +497,23 @@ def test_an_inplace_stream_equals_forward_on_every_prefix_and_returns_the_given_
             assert_close(y.numpy(), expected.numpy(), "float64", what=f"output after {n} events")
 
 
+@pytest.mark.parametrize("row", ["float64", "float32"])
+def test_the_in_place_layer_norm_and_gelu_equal_torchs(row):
+    """nn.layer_norm_ and nn.gelu_ (the in-place stream's block tail) against torch.nn.LayerNorm and F.gelu:
+    LayerNorm to the dtype's row (another order of the same sums), GELU bit for bit (the same kernel)."""
+    from torch_backend import nn
+    precision = getattr(torch, row)
+    generator = torch.Generator().manual_seed(0)
+    norm = torch.nn.LayerNorm(24, eps=nn.LAYER_NORM_EPS).to(precision)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(24, generator=generator))
+        norm.bias.copy_(torch.randn(24, generator=generator))
+        x = 3 + 5 * torch.randn(5, 24, generator=generator, dtype=precision)           # (b, H), off-centre
+        expected_norm, expected_gelu = norm(x), torch.nn.functional.gelu(x)
+        assert_close(nn.layer_norm_(x.clone(), norm).numpy(), expected_norm.numpy(), row, what="layer_norm_")
+        assert torch.equal(nn.gelu_(x.clone()), expected_gelu)
+
+
 def test_an_inplace_stream_refuses_autograd():
     model = stream_model()
     state = model.init_state(1)
@@ -509,11 +526,16 @@ def test_an_inplace_stream_refuses_autograd():
 # and 1 blocks above the open window before them, none after the last). The state returned: mixer states,
 # window values, τ sums and the final pooling value (`stream_state_bytes`); the scratch states of the flush
 # (state["scratch"]) are workspace, not state.
+# In place an event allocates per block only the mixer's output y_t (b, H) (the activation, residual sum and
+# LayerNorm are written over it, pooled elements go to the model's workspace), plus the embedding and the head's
+# output: within the state for the benchmark's mix and for stacks of one small-state mixer (LRU, S5: N complex
+# numbers per row, here N = 2H).
+@pytest.mark.parametrize("mixers", [("LRU", "S5", "S4D", "Centaurus"), ("LRU",) * 4, ("S5",) * 4])
 @pytest.mark.parametrize("with_tau", [False, True])
 @pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("events", [4, 5, 7])
-def test_an_inplace_classifier_step_allocates_at_most_the_state_it_returns(events, batch, with_tau):
-    model = stream_model()
+def test_an_inplace_classifier_step_allocates_at_most_the_state_it_returns(events, batch, with_tau, mixers):
+    model = stream_model(mixers)
     x = torch.randn(batch, events + 1, 3, generator=torch.Generator().manual_seed(0))
     tau = torch.full((batch, events + 1), 0.7) if with_tau else None
     with torch.no_grad():
