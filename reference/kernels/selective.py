@@ -37,8 +37,8 @@ How it is fast (the forward is bound by one exponential per (t, e, n) update):
   (t, n) (array views, loop set-ups) that a wider block spreads over more channels; its three chunk buffers are
   then 1.6 MB.
 Measured single-threaded at (b, L, E, N) = (8, 2048, 256, 16) float32 (process CPU time, best of 6, the earlier
-kernel with derivative rows and separate channel sums in the same run): backward ÷ forward from 2.1–2.3 to
-1.6–1.8 for every method, so forward + backward is 2.6–2.8× the forward.
+kernel with derivative rows and separate channel sums in the same run): backward ÷ forward from 1.7–2.5 to
+1.3–1.9 over the five methods, so forward + backward is 2.3–2.9× the forward (it was 2.7–3.5×).
 Gradients of B_t and C_t (shared by the E channels) are summed per channel block in their own buffers (no races).
 
     METHOD_CODES   discretisation name -> the integer the kernels take
