@@ -22,7 +22,7 @@ activation, residual sum and LayerNorm are written over each mixer's output, so 
 that output y_t (b, H), plus the embedding, the logits and small masks: measured 0.05–0.06× at batch 1 and 64.
 --timesteps: "none" steps without event gaps, "events" with a gap τ per event (uniform on [0.5, 1.5), what an
 event stream gives), "both" (the default) measures both in turn. With gaps each mixer also forms its Ā_t and
-γ̄_t for the event from the cached Λ and Δ (`torch_backend.discretize.discretize_event`): functional 6.2×
+γ̄_t for the event from the cached Λ and Δ (`torch_backend.discretize_event.discretize_event`): functional 6.2×
 the state at batch 1 and 64 (a few state-sized temporaries on the way); inplace=True 0.16–0.17× (Ā_t and γ̄_t
 written into workspaces, `discretize_event(..., out=)`).
 --quick: d_model 32, d_state 16, fewer events.
@@ -35,6 +35,7 @@ import torch
 
 import reference
 import torch_backend
+from torch_backend.streaming import allocated_bytes, state_bytes
 
 MIX = ["LRU", "S5", "S4D", "Centaurus"]
 
@@ -43,18 +44,6 @@ def build(H, N, seed=0):
     return reference.Classifier(input_dim=8, num_classes=10, d_model=H, d_state=N, n_layers=4, lrnn_cls=MIX,
                                 intermediate_pooling=["mean", "mean", "none", "none"], pooling_factor=2,
                                 pooling="mean", dropout=0.0, seed=seed)
-
-
-def state_bytes(state):
-    """Bytes held by the arrays/tensors of a streaming state."""
-    total = 0
-    for value in [*state["mixers"], *(w[1] for w in state["windows"]), *(w[2] for w in state["windows"]),
-                  state["final"][1]]:
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-        elif isinstance(value, np.ndarray):
-            total += value.nbytes
-    return total
 
 
 def events_per_second(model, x, tau=None, inplace=False):
@@ -81,15 +70,14 @@ def best_rates(model, x, tau=None, repeats=3):
 
 
 def step_allocation(model, x, state, tau=None, inplace=False):
-    """The most bytes torch allocates during one of the steps on x (b, n, input_dim) from `state` (the sum of the
-    positive per-op allocations of each step), and the state after them. n = 4 events covers every pooling
-    situation of the model (no window closing, the first stage's closing, both stages' closing)."""
-    from torch.profiler import ProfilerActivity, profile
+    """The most bytes torch allocates during one of the steps on x (b, n, input_dim) from `state`
+    (`torch_backend.streaming.allocated_bytes` of each step), and the state after them. n = 4 events covers every
+    pooling situation of the model (no window closing, the first stage's closing, both stages' closing)."""
     most = 0
     for t in range(x.shape[1]):
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            _, state = model.step(x[:, t], state, None if tau is None else tau[:, t], inplace=inplace)
-        most = max(most, sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages()))
+        (_, state), allocated = allocated_bytes(
+            lambda t=t, state=state: model.step(x[:, t], state, None if tau is None else tau[:, t], inplace=inplace))
+        most = max(most, allocated)
     return most, state
 
 

@@ -37,7 +37,10 @@ bidirectional); dropout is inactive (evaluation mode, or p = 0).
 Differences from the reference, each for a reason: the blocks are the model's modules (mixer, LayerNorm,
 head); the event's τ is converted to the model's dtype and device. Each block's mixer checks its event and
 state as a direct `step` call does (the mixers of torch_backend/layers read finiteness with one min/max
-reduction, `check_step`, so the checks allocate nothing state-sized).
+reduction, `check_step`, so the checks allocate nothing state-sized). With inplace=True, for the memory of an
+event: the activation, residual sum and LayerNorm are written over the mixer's output (`_block`), and the
+pooled and provisional elements of the windows go to the model's workspace (`out=` of `_accumulate` and
+`_aggregate`, `buffer` of `_final_output`); `nbytes`, `state_bytes` and `allocated_bytes` measure it.
 
 Memory per event (torch, evaluation mode without autograd): each mixer's parameter-derived arrays are kept
 between events (`Layer._cached`), so a functional step allocates the mixer states it forms (committed or
@@ -56,12 +59,15 @@ from . import nn
 from .discretize import check_timesteps
 from .layers._checks import _as_module_tensor
 
+__all__ = ["check_streamable", "init_stream", "stream_step", "nbytes", "state_bytes", "allocated_bytes"]
+
 
 # ----------------------------------------------------------------------------- window aggregates
 def _accumulate(mode, window, h, tau, out=None):
     """The window after adding element h (b, H) with gap τ (b,) or None; the input window is unchanged.
     A window with count 0 is empty, whatever its arrays hold (an in-place stream keeps them as buffers).
-    out: a buffer for a new running sum or max (an in-place stream's flush), else a new tensor."""
+    out: a buffer for a new running sum or max (an in-place stream's flush), else a new tensor.
+    Note: torch only (`out`), for the memory of an event."""
     count, value, tau_sum = window
     if count == 0:
         value = h
@@ -99,7 +105,8 @@ def _accumulate_into(mode, window, h, tau):
 
 
 def _aggregate(mode, window, out=None):
-    """The window's pooled element: the last, the mean (into `out` if given) or the max of what it holds."""
+    """The window's pooled element: the last, the mean (into `out` if given) or the max of what it holds.
+    Note: torch only (`out`), for the memory of an event."""
     count, value, _ = window
     return torch.div(value, count, out=out) if mode == "mean" else value
 
@@ -135,7 +142,8 @@ def init_stream(model, batch):
 
 def _block(model, i, h, mixer_state, tau, inplace=False):
     """Block i on one element: (its output (b, H), the mixer's new state; with inplace=True, the given one,
-    and the activation, residual sum and LayerNorm written over the mixer's output y_t, a new tensor ours)."""
+    and the activation, residual sum and LayerNorm written over the mixer's output y_t, a new tensor ours).
+    Note: torch only (the in-place tail), for the memory of an event; equal to the reference to rounding."""
     block, activation = model.blocks[i], model.config["activation"]
     if not inplace:
         y, mixer_state = block["mixer"].step(h, mixer_state, tau)                   # (b, H)
@@ -163,7 +171,8 @@ def _scratch_state(state, i):
 
 def _final_output(model, final, tail, buffer):
     """Head applied to the final pooling of the committed top-level elements plus an optional tail;
-    buffer(name, like): a workspace like `like` (in place) or None."""
+    buffer(name, like): a workspace like `like` (in place) or None. Note: torch only (`buffer`), for the memory
+    of an event."""
     mode = model.config["pooling"]
     final_mode = {"last": "stride", "mean": "mean", "max": "max"}[mode]
     if tail is not None:
@@ -244,3 +253,31 @@ def stream_step(model, x_t, state, integration_timestep=None, inplace=False):
         state["events"], state["final"] = state["events"] + 1, final
         return output, state
     return output, {"events": state["events"] + 1, "batch": state["batch"], "mixers": mixers, "windows": windows, "final": final}
+
+
+# ----------------------------------------------------------------------------- the memory of an event
+# Note: torch only (the reference's memory is not measured): what the tests, `python -m benchmarks.streaming`
+# and the book's streaming chapter compare.
+def nbytes(value):
+    """Bytes held by a tensor, a tuple of tensors (a tuple state) or None (an empty window's value)."""
+    if value is None:
+        return 0
+    if isinstance(value, tuple):
+        return sum(nbytes(part) for part in value)
+    return value.numel() * value.element_size()
+
+
+def state_bytes(state):
+    """Bytes of the state a stream step returns: the mixer states, the window values and τ sums and the final
+    pooling value. The scratch copies a flush steps (`state["scratch"]`) are workspace, not counted."""
+    windows = [*state["windows"], state["final"]]
+    return sum(nbytes(value) for value in [*state["mixers"], *(w[1] for w in windows), *(w[2] for w in windows)])
+
+
+def allocated_bytes(call):
+    """(call(), the bytes torch allocates during it): torch.profiler with profile_memory, the sum over ops of
+    their positive self allocations."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = call()
+    return result, sum(max(event.self_cpu_memory_usage, 0) for event in prof.key_averages())

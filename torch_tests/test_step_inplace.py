@@ -4,9 +4,9 @@ the two errors, and what an in-place step allocates per event (torch.profiler, a
 """
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import torch_backend
+from torch_backend.streaming import allocated_bytes, nbytes
 from parity_tests.tolerances import assert_close
 from reference.layers.s6 import S6_METHODS
 
@@ -132,17 +132,6 @@ def test_an_inplace_step_into_a_state_of_another_dtype_is_refused(cls_name, kwar
 
 
 # ----------------------------------------------------------------------------- memory of an in-place step
-def allocated_bytes(call):
-    """(result, bytes allocated during `call()`: the sum of the positive self allocations of every op)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = call()
-    return result, sum(max(event.self_cpu_memory_usage, 0) for event in prof.key_averages())
-
-
-def tensor_bytes(tensors):
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 # What an in-place step allocates per event, at SIZE in float32 after one warm-up event (the workspace buffers are
 # made then), measured: besides y_t (b, H) only the scalars of the step's checks and of discretize_event's overflow
 # read (all_finite's min/max of x_t, τ, the state and λΔ: about 30 bytes each, whatever the batch) and small masks
@@ -173,7 +162,7 @@ def measure(cls_name, kwargs, batch, with_tau):
     with torch.no_grad():
         _, state = layer.step(x_t, layer.init_state(batch), tau, inplace=True)    # makes the workspace buffers
         (y_t, state), allocated = allocated_bytes(lambda: layer.step(x_t, state, tau, inplace=True))
-    return allocated, tensor_bytes(parts(state)), tensor_bytes([y_t])
+    return allocated, nbytes(state), nbytes(y_t)
 
 
 @pytest.mark.parametrize("with_tau", [False, True])

@@ -14,13 +14,14 @@ expm(τΔA) included)."""
 import numpy as np
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import reference as reference_layers
 import torch_backend
 from reference import Classifier as ReferenceClassifier
 from torch_backend import Classifier, from_reference
-from torch_backend.discretize import discretize, discretize_event, matrix_exp_into
+from torch_backend.discretize import discretize
+from torch_backend.discretize_event import discretize_event, matrix_exp_into
+from torch_backend.streaming import allocated_bytes, nbytes, state_bytes
 from parity_tests.tolerances import assert_close
 
 # Allocation bounds of one step, in (b, H) vectors of the module's real dtype on top of the new state.
@@ -87,25 +88,8 @@ def build_mixer(name):
     return cls(**kwargs, seed=0).eval()
 
 
-def allocated_bytes(call):
-    """(result, bytes allocated during `call()`: the sum of the positive self allocations of every op)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = call()
-    return result, sum(max(event.self_cpu_memory_usage, 0) for event in prof.key_averages())
-
-
-def tensor_bytes(tensors):
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
-
-
-def stream_state_bytes(state):
-    """Bytes of the tensors a classifier's stream state holds (mixer states, window aggregates and τ sums)."""
-    windows = [*state["windows"], state["final"]]
-    return tensor_bytes([*state["mixers"], *(w[1] for w in windows), *(w[2] for w in windows if len(w) > 2)])
-
-
 # With an event gap τ a continuous-time mixer also forms Ā_t and γ̄_t (each one state) from the cached Λ and Δ
-# (torch_backend.discretize.discretize_event), with a few state-sized temporaries on the way (z = λΔ_A, Δ_A, and
+# (torch_backend.discretize_event.discretize_event), with a few state-sized temporaries on the way (z = λΔ_A, Δ_A, and
 # for zoh φ1's numerator: expm1 x, cos y, sin²(y/2), |z|). Measured at SIZE, batch 1, vectors included, in states
 # on top of the new state: LRU (dirac) 3.9, Centaurus (exp_euler) 4.0, Centaurus-dws 4.7, S4D-bilinear 2.3,
 # S4D (zoh) 5.3, S5 (zoh; a small state, 32 complex numbers, so the vectors weigh most) 8.7 (before: 35–104).
@@ -130,10 +114,10 @@ def test_a_mixer_step_allocates_its_new_state_and_a_few_vectors(name, batch):
     with torch.no_grad():
         _, state = layer.step(x_t, layer.init_state(batch))                       # the first event fills the cache
         (_, new_state), allocated = allocated_bytes(lambda: layer.step(x_t, state))
-    bound = (1 + REAL_READ_OUT_STATES.get(type(layer).__name__, 0)) * tensor_bytes([new_state]) \
+    bound = (1 + REAL_READ_OUT_STATES.get(type(layer).__name__, 0)) * nbytes(new_state) \
         + MIXER_STEP_VECTORS * vector
     assert allocated <= bound, (f"{name}.step allocated {allocated} bytes; its new state holds "
-                                f"{tensor_bytes([new_state])} (bound {bound})")
+                                f"{nbytes(new_state)} (bound {bound})")
 
 
 @pytest.mark.parametrize("batch", [1, BATCH])
@@ -146,9 +130,9 @@ def test_a_mixer_step_with_an_event_gap_forms_only_the_per_event_arrays(name, ba
     with torch.no_grad():
         _, state = layer.step(x_t, layer.init_state(batch), tau)                  # the first event fills the cache
         (_, new_state), allocated = allocated_bytes(lambda: layer.step(x_t, state, tau))
-    bound = (1 + TAU_STEP_STATES) * tensor_bytes([new_state]) + (MIXER_STEP_VECTORS + TAU_CHECK_VECTORS) * vector
+    bound = (1 + TAU_STEP_STATES) * nbytes(new_state) + (MIXER_STEP_VECTORS + TAU_CHECK_VECTORS) * vector
     assert allocated <= bound, (f"{name}.step with τ allocated {allocated} bytes; its new state holds "
-                                f"{tensor_bytes([new_state])} (bound {bound})")
+                                f"{nbytes(new_state)} (bound {bound})")
 
 
 # The selective and matrix-state mixers form their per-event arrays from the event itself; what a step allocates
@@ -183,9 +167,9 @@ def test_a_selective_mixer_step_allocates_its_new_state_and_its_per_event_arrays
         _, state = layer.step(x_t, layer.init_state(batch), tau)                  # the first event fills the cache
         (_, new_state), allocated = allocated_bytes(lambda: layer.step(x_t, state, tau))
     states, vectors = SELECTIVE_STEP_BOUNDS[name]
-    state_bytes = tensor_bytes(new_state if isinstance(new_state, tuple) else [new_state])
-    bound = (1 + states) * state_bytes + vectors * vector + inherent_bytes(layer, batch)
-    assert allocated <= bound, (f"{name}.step allocated {allocated} bytes; its new state holds {state_bytes} "
+    held = nbytes(new_state)
+    bound = (1 + states) * held + vectors * vector + inherent_bytes(layer, batch)
+    assert allocated <= bound, (f"{name}.step allocated {allocated} bytes; its new state holds {held} "
                                 f"(bound {bound})")
 
 
@@ -255,10 +239,10 @@ def test_a_classifier_step_allocates_its_state_and_a_few_vectors(events, batch):
             _, state = model.step(x[:, t], state)
         (output, new_state), allocated = allocated_bytes(lambda: model.step(x[:, events], state))
     vector = batch * SIZE["d_model"] * x.element_size()
-    bound = stream_state_bytes(new_state) + tensor_bytes([output]) \
+    bound = state_bytes(new_state) + nbytes(output) \
         + (len(model.blocks) * BLOCK_STEP_VECTORS + STREAM_STEP_VECTORS) * vector
     assert allocated <= bound, (f"one event allocated {allocated} bytes; the state returned holds "
-                                f"{stream_state_bytes(new_state)} (bound {bound})")
+                                f"{state_bytes(new_state)} (bound {bound})")
 
 
 @pytest.mark.parametrize("batch", [1, BATCH])
@@ -273,11 +257,11 @@ def test_a_classifier_step_with_an_event_gap_allocates_its_state_and_each_mixers
             _, state = model.step(x[:, t], state, tau[:, t])
         (output, new_state), allocated = allocated_bytes(lambda: model.step(x[:, events], state, tau[:, events]))
     vector = batch * SIZE["d_model"] * x.element_size()
-    per_event_arrays = TAU_STEP_STATES * tensor_bytes(new_state["mixers"])         # at most one step per block
-    bound = stream_state_bytes(new_state) + tensor_bytes([output]) + per_event_arrays \
+    per_event_arrays = TAU_STEP_STATES * nbytes(tuple(new_state["mixers"]))         # at most one step per block
+    bound = state_bytes(new_state) + nbytes(output) + per_event_arrays \
         + (len(model.blocks) * (BLOCK_STEP_VECTORS + TAU_CHECK_VECTORS) + STREAM_STEP_VECTORS) * vector
     assert allocated <= bound, (f"one event with τ allocated {allocated} bytes; the state returned holds "
-                                f"{stream_state_bytes(new_state)} (bound {bound})")
+                                f"{state_bytes(new_state)} (bound {bound})")
 
 
 def test_a_float32_stream_with_event_gaps_without_autograd_equals_the_forward_on_every_prefix():
@@ -431,10 +415,10 @@ def test_an_inplace_step_allocates_at_most_its_state(name, with_tau, batch):
         state = layer.init_state(batch)
         layer.step(x_t, state, tau, inplace=True)                                 # fills the cache, workspace
         (_, returned), allocated = allocated_bytes(lambda: layer.step(x_t, state, tau, inplace=True))
-    bound = tensor_bytes([state])
+    bound = nbytes(state)
     assert returned is state
     assert allocated <= bound, (f"{name}.step(inplace=True) allocated {allocated} bytes; its state holds "
-                                f"{tensor_bytes([state])} (bound {bound})")
+                                f"{nbytes(state)} (bound {bound})")
 
 
 @pytest.mark.parametrize("row", ["float64", "float32"])
@@ -466,9 +450,18 @@ def test_the_per_event_discretisation_into_workspaces_equals_the_allocating_one(
     out = (torch.empty((4, 4, 5), dtype=Lambda.dtype), torch.empty((4, 4, 5), dtype=Lambda.dtype))
     with torch.no_grad():
         actual = discretize_event(Lambda, dt, method, tau, out=out, scratch=torch.empty((4, 4, 5), dtype=torch.float64))
-    assert actual[0] is out[0] and (method in ("async", "dirac") or actual[1] is out[1])
+    assert actual[0] is out[0] and actual[1] is out[1]                             # async, dirac: γ̄ formed there
     for name, a, e in zip(("Lambda_bar", "gamma_bar"), actual, expected):
         assert_close(a.numpy(), torch.broadcast_to(e, a.shape).numpy(), "float64", what=f"{method} {name}")
+
+
+def test_the_per_event_discretisation_into_workspaces_refuses_autograd_and_a_missing_scratch():
+    Lambda, dt, tau = event_discretisation_inputs("zoh", True, False)
+    out = (torch.empty((4, 4, 5), dtype=Lambda.dtype), torch.empty((4, 4, 5), dtype=Lambda.dtype))
+    with torch.no_grad(), pytest.raises(ValueError, match="method='zoh' needs scratch="):
+        discretize_event(Lambda, dt, "zoh", tau, out=out)
+    with pytest.raises(ValueError, match="autograd cannot follow"):
+        discretize_event(Lambda.requires_grad_(), dt, "exp_euler", tau, out=out)
 
 
 @pytest.mark.parametrize("with_tau", [False, True])
@@ -524,7 +517,7 @@ def test_an_inplace_stream_refuses_autograd():
 # The benchmark's stack (stream_model: mean pooling by 2 after blocks 0 and 1): event n (0-based) closes no
 # window for n = 4, the window of stage 0 for n = 5, those of stages 0 and 1 for n = 7 (a flush through 3, 2
 # and 1 blocks above the open window before them, none after the last). The state returned: mixer states,
-# window values, τ sums and the final pooling value (`stream_state_bytes`); the scratch states of the flush
+# window values, τ sums and the final pooling value (`state_bytes`); the scratch states of the flush
 # (state["scratch"]) are workspace, not state.
 # In place an event allocates per block only the mixer's output y_t (b, H) (the activation, residual sum and
 # LayerNorm are written over it, pooled elements go to the model's workspace), plus the embedding and the head's
@@ -545,5 +538,5 @@ def test_an_inplace_classifier_step_allocates_at_most_the_state_it_returns(event
         (output, returned), allocated = allocated_bytes(
             lambda: model.step(x[:, events], state, None if tau is None else tau[:, events], inplace=True))
     assert returned is state
-    assert allocated <= stream_state_bytes(state), (f"one event allocated {allocated} bytes; the state returned "
-                                                    f"holds {stream_state_bytes(state)}")
+    assert allocated <= state_bytes(state), (f"one event allocated {allocated} bytes; the state returned "
+                                             f"holds {state_bytes(state)}")

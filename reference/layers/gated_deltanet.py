@@ -32,14 +32,13 @@ import numpy as np
 from ..backward import contract
 from ..init import check_dt_range
 from ._base import Layer
-from ._bidirectional import backward_states, check_bidirectional, check_call, refuse_streaming
-from ._checks import check_inplace, check_positive_int, check_state, check_step_input, prepare_call, returned_state
+from ._bidirectional import backward_states, check_bidirectional, check_call
+from ._checks import check_positive_int, prepare_call, returned_state
 from ._matrix_state_backward import (delta_recurrence_vjp, delta_states, l2_normalize_vjp, matrix_state_vjp,
                                      projection_vjp)
 from ._math import softplus
-from .matrix_state import (DELTA_METHODS, check_flag, check_step_timestep, check_unused, delta_recurrence, head_sizes,
-                           interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, split_heads,
-                           valid_steps)
+from .matrix_state import (DELTA_METHODS, check_flag, check_matrix_step, check_unused, delta_recurrence, head_sizes,
+                           interleave, l2_normalize, linear_init, rms_norm, sigmoid, silu, split_heads, valid_steps)
 
 DT_MIN, DT_MAX = 1e-3, 0.1
 
@@ -174,12 +173,8 @@ class GatedDeltaNet(Layer):
         """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state).
         inplace=True writes the new state into the given array itself and returns that array (values as
         inplace=False; the state must be a writeable float64 ndarray)."""
-        refuse_streaming(self, "step")
-        check_step_timestep(self, integration_timestep)
-        x, tau = check_step_input(x_t, self.d_model, integration_timestep=integration_timestep)   # (b, 1, H)
-        given, state = state, check_state(state, self.init_state(x.shape[0]).shape, np.float64, name="state")
-        if inplace:
-            check_inplace(given, state, name="state")
+        given = state
+        x, tau, state = check_matrix_step(self, x_t, state, integration_timestep, inplace)  # (b, 1, H), (b, h, d_k, d_v)
         o, new_state = self.recurrence(*self.discrete_system(x, tau), state)              # o (b, 1, h, d_v)
         y_t = self.read_out(o)[:, 0]                                                       # (b, H)
         return y_t, returned_state(given, new_state, inplace)

@@ -25,7 +25,8 @@ Einsum letters: b batch, l time (r, s inside a chunk), h heads, k key index (i, 
 import numpy as np
 
 from ..scan import SCAN_METHODS, scan, scan_dense
-from ._checks import check_choice, check_positive_int
+from ._bidirectional import refuse_streaming
+from ._checks import check_choice, check_inplace, check_positive_int, check_state, check_step_input
 
 GLA_METHODS = ("sequential",) + tuple(m for m in SCAN_METHODS if m != "sequential") + ("chunkwise",)
 DELTA_METHODS = ("sequential", "dense", "chunkwise")
@@ -94,6 +95,19 @@ def check_step_timestep(layer, integration_timestep):
     """step()'s twin of prepare_call's refusal: a layer without a decay refuses a timestep."""
     if integration_timestep is not None and not layer.accepts_timesteps:
         raise ValueError(f"integration_timestep must be None for {type(layer).__name__}: {layer.no_timesteps_reason}")
+
+
+def check_matrix_step(layer, x_t, state, integration_timestep, inplace):
+    """The checks of a matrix-state layer's `step`: (x (b, 1, H), τ (b, 1) or None, the state (b, h, d_k, d_v)
+    as float64), each with its named error; with inplace=True the given state must take the new one
+    (`check_inplace`)."""
+    refuse_streaming(layer, "step")
+    check_step_timestep(layer, integration_timestep)
+    x, tau = check_step_input(x_t, layer.d_model, integration_timestep=integration_timestep)   # (b, 1, H)
+    checked = check_state(state, layer.init_state(x.shape[0]).shape, np.float64, name="state")
+    if inplace:
+        check_inplace(state, checked, name="state")
+    return x, tau, checked
 
 
 def split_heads(z, n_heads):

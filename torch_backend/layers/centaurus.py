@@ -30,7 +30,8 @@ import torch
 from reference.layers.centaurus import (CENTAURUS_METHODS, EINSUM_LETTERS, MODE_ALIASES, MODES, OUT_NAMES, check_sizes,
                                         mode_shapes, resolve_mode)
 from reference.layers.centaurus import Centaurus as ReferenceCentaurus
-from ..discretize import discretize, discretize_event
+from ..discretize import discretize
+from ..discretize_event import discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel

@@ -24,13 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from reference.layers.gated_deltanet import DT_MAX, DT_MIN, GatedDeltaNet as ReferenceGatedDeltaNet
-from reference.layers.matrix_state import check_step_timestep
-from ._base import Layer, check_step, draw_seed
-from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_inplace, check_positive_int, prepare_call
+from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call
+from ._checks import check_positive_int, prepare_call
 from ._math import softplus, softplus_
-from .matrix_state import (DELTA_METHODS, delta_recurrence, delta_step_, l2_normalize, l2_normalize_, rms_norm,
-                           rms_norm_, sigmoid, silu, split_heads, valid_steps)
+from .matrix_state import (DELTA_METHODS, check_matrix_step, delta_recurrence, delta_step_, l2_normalize,
+                           l2_normalize_, rms_norm, rms_norm_, sigmoid, silu, split_heads, valid_steps)
 
 
 class GatedDeltaNet(Layer):
@@ -114,14 +113,8 @@ class GatedDeltaNet(Layer):
         """One token: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state).
         inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
         inplace=False, to rounding); its per-event vectors go to workspace buffers, so nothing state-sized is formed."""
-        refuse_streaming(self, "step")
-        check_step_timestep(self, integration_timestep)
-        given = state
-        # Note: check_step reads finiteness with one min/max reduction and builds no zero state for the shape.
-        x, tau, state = check_step(self, x_t, state, integration_timestep, (self.n_heads, self.d_k, self.d_v),
-                                   self.dtype)                                     # (b, 1, H), (b, h, d_k, d_v)
+        x, tau, state = check_matrix_step(self, x_t, state, integration_timestep, inplace)  # (b, 1, H), (b, h, d_k, d_v)
         if inplace:
-            check_inplace(given, state)
             return self._step_inplace(x[:, 0], tau, state), state
         o, new_state = self.recurrence(*self.discrete_system(x, tau), state, method="sequential")  # o (b, 1, h, d_v)
         return self.read_out(o)[:, 0], new_state

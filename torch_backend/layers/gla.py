@@ -22,12 +22,11 @@ input / output axis of a projection.
 import torch
 
 from reference.layers.gla import GLA as ReferenceGLA
-from reference.layers.matrix_state import check_step_timestep
-from ._base import Layer, check_step, draw_seed
-from ._bidirectional import backward_states, check_call, refuse_streaming
-from ._checks import check_inplace, check_positive_int, prepare_call
-from .matrix_state import (GLA_METHODS, gla_recurrence, gla_step_, logsigmoid, logsigmoid_, rms_norm, rms_norm_,
-                           split_heads, valid_steps)
+from ._base import Layer, draw_seed
+from ._bidirectional import backward_states, check_call
+from ._checks import check_positive_int, prepare_call
+from .matrix_state import (GLA_METHODS, check_matrix_step, gla_recurrence, gla_step_, logsigmoid, logsigmoid_,
+                           rms_norm, rms_norm_, split_heads, valid_steps)
 
 
 class GLA(Layer):
@@ -101,14 +100,8 @@ class GLA(Layer):
         """One step: x_t (b, H), state (b, h, d_k, d_v), τ (b,) or None → (y_t (b, H), new state).
         inplace=True (autograd off): the new state is written into `state` itself and `state` is returned (values as
         inplace=False, to rounding); its per-event vectors go to workspace buffers, so nothing state-sized is formed."""
-        refuse_streaming(self, "step")
-        check_step_timestep(self, integration_timestep)
-        given = state
-        # Note: check_step reads finiteness with one min/max reduction and builds no zero state for the shape.
-        x, tau, state = check_step(self, x_t, state, integration_timestep, (self.n_heads, self.d_k, self.d_v),
-                                   self.dtype)                                     # (b, 1, H), (b, h, d_k, d_v)
+        x, tau, state = check_matrix_step(self, x_t, state, integration_timestep, inplace)  # (b, 1, H), (b, h, d_k, d_v)
         if inplace:
-            check_inplace(given, state)
             return self._step_inplace(x[:, 0], tau, state), state
         q, k, v, log_alpha = self.discrete_system(x, tau)
         o, new_state = gla_recurrence(q, k, v, log_alpha, state, scale=self.scale, method="sequential")

@@ -26,7 +26,8 @@ import math
 import torch
 
 from reference.layers.lru import LRU as ReferenceLRU
-from ..discretize import discretize, discretize_event
+from ..discretize import discretize
+from ..discretize_event import discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -64,7 +65,8 @@ class LRU(Layer):
     def read_out(self, states, x, states_back=None, scratch=None):
         """y = Re(C x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step: (b, N), (b, H)).
         Bidirectional: + Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12).
-        scratch: None, or a complex (b, H) workspace that receives C x_t (one step, autograd off)."""
+        scratch: None, or a complex (b, H) workspace that receives C x_t (one step, autograd off; torch only:
+        the memory of an in-place step)."""
         # Note: while autograd is off the complex C is formed once (Layer._cached), not on every call.
         C = self._cached("C", lambda: self.C_re + 1j * self.C_im)                 # (H, N)
         Cx = torch.einsum("hn,...n->...h", C, states) if scratch is None else \

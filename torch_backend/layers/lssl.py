@@ -21,7 +21,8 @@ m output channel (M = channels), o output feature.
 import torch
 
 from reference.layers.lssl import LSSL as ReferenceLSSL, event_chunk
-from ..discretize import discretize_dense, matrix_exp_into
+from ..discretize import discretize_dense
+from ..discretize_event import matrix_exp_into
 from ..nn import gelu
 from ..scan import scan_dense
 from ._base import Layer, check_step, draw_seed

@@ -28,8 +28,11 @@ import math
 import torch
 
 from reference.layers._checks import check_choice, check_positive_int
-from reference.layers.matrix_state import NORM_EPS
+from reference.layers.matrix_state import NORM_EPS, check_step_timestep
 from ..scan import SCAN_METHODS, scan, scan_dense
+from ._base import check_step
+from ._bidirectional import refuse_streaming
+from ._checks import check_inplace
 
 GLA_METHODS = ("sequential",) + tuple(m for m in SCAN_METHODS if m != "sequential") + ("chunkwise",)
 DELTA_METHODS = ("sequential", "dense", "chunkwise")
@@ -111,6 +114,20 @@ def delta_step_(S, k, v, beta, kS):
 # ----------------------------------------------------------------------------- shared by the three layers
 # Note: initialisers and argument checks (linear_init, head_sizes, check_flag, check_unused, check_step_timestep)
 # are the reference's: torch layers build the reference layer and copy its parameters.
+
+def check_matrix_step(layer, x_t, state, integration_timestep, inplace):
+    """The checks of a matrix-state layer's `step`: (x (b, 1, H), τ (b, 1) or None, the state (b, h, d_k, d_v) in
+    the module's dtype), each with its named error; with inplace=True the given state must take the new one
+    (`check_inplace`). Note: check_step reads finiteness with one min/max reduction and builds no zero state for
+    the shape."""
+    refuse_streaming(layer, "step")
+    check_step_timestep(layer, integration_timestep)
+    x, tau, checked = check_step(layer, x_t, state, integration_timestep, (layer.n_heads, layer.d_k, layer.d_v),
+                                 layer.dtype)                                       # (b, 1, H), (b, h, d_k, d_v)
+    if inplace:
+        check_inplace(state, checked)
+    return x, tau, checked
+
 def split_heads(z, n_heads):
     """(b, L, h·d) → (b, L, h, d), head index outermost (fla's `(h d)`)."""
     return z.reshape(tuple(z.shape[:2]) + (n_heads, -1))

@@ -24,7 +24,8 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (modes per channel)
 import torch
 
 from reference.layers.s4d import S4D as ReferenceS4D
-from ..discretize import discretize, discretize_event
+from ..discretize import discretize
+from ..discretize_event import discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel

@@ -26,7 +26,8 @@ Glossary (SPEC §1): b batch, L length, H d_model, N d_state (stored), P local s
 import torch
 
 from reference.layers.s5 import CLIP_RE, S5 as ReferenceS5
-from ..discretize import discretize, discretize_event
+from ..discretize import discretize
+from ..discretize_event import discretize_event
 from ..scan import scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, convolve, refuse_streaming, two_sided_kernel
@@ -67,7 +68,8 @@ class S5(Layer):
     def read_out(self, states, x, states_back=None, scratch=None):
         """y = κ Re(C̃ x_t) + D ⊙ u_t: states (b, L, N) complex, x (b, L, H) → y (b, L, H) (or one step).
         Bidirectional: + κ Re(C_back h^b_t), states_back (b, L, N) (SPEC §4.12).
-        scratch: None, or a complex (b, H) workspace that receives κ C̃ x_t (one step, autograd off)."""
+        scratch: None, or a complex (b, H) workspace that receives κ C̃ x_t (one step, autograd off; torch only:
+        the memory of an in-place step)."""
         # Note: while autograd is off κ·C is formed once (Layer._cached); κ ∈ {1, 2} scales exactly.
         kappa_C = self._cached("kappa_C", lambda: self.kappa * (self.C_re + 1j * self.C_im))   # (H, N)
         Cx = torch.einsum("hn,...n->...h", kappa_C, states) if scratch is None else \

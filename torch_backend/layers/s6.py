@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.layers.s6 import S6 as ReferenceS6
-from ..discretize import all_finite, discretize, discretize_event
+from ..discretize import all_finite, discretize
+from ..discretize_event import discretize_event
 from ..scan import SCAN_METHODS, scan
 from ..selective import selective_scan, selective_scan_blocked
 from ._base import Layer, _valid_gaps, check_step, draw_seed
@@ -276,11 +277,7 @@ class S6(Layer):
         softplus_(dt, scratch("dt_scratch", b, E)).clamp_(min=torch.finfo(dt.dtype).tiny).nan_to_num_(nan=1.0)
         A = self._cached("A", lambda: -torch.exp(self.A_log))                                     # (E, N)
         out, work = (scratch("A_bar", b, E, N), scratch("gamma_bar", b, E, N)), scratch("discretize", b, E, N)
-        if self.discretization == "dirac":                         # γ̄ = 1 (τ-independent, given to discretize_event)
-            out[1].fill_(1.0)
-        elif self.discretization == "async":                       # γ̄ = Δ_t φ1(AΔ_t): zoh's γ̄ without τ
-            discretize_event(A, dt[:, :, None], "zoh", None, out=out, scratch=work)
-        A_bar, gamma_bar = discretize_event(A, dt[:, :, None], self.discretization, tau, out[1], out=out,
+        A_bar, gamma_bar = discretize_event(A, dt[:, :, None], self.discretization, tau, out=out,
                                             scratch=work)                                          # (b, E, N)
         h.mul_(A_bar).addcmul_(gamma_bar.mul_(v[:, :, None]), B[:, None, :])                       # (b, E, N)
         if not self.block:

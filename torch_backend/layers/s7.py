@@ -21,7 +21,8 @@ import torch
 
 from reference.layers.s5 import CLIP_RE
 from reference.layers.s7 import S7 as ReferenceS7, STABLESSM_A, STABLESSM_B
-from ..discretize import discretize, discretize_event
+from ..discretize import discretize
+from ..discretize_event import discretize_event
 from ..scan import SCAN_METHODS, scan
 from ._base import Layer, check_step, draw_seed
 from ._bidirectional import backward_states, check_call, refuse_streaming
@@ -172,11 +173,7 @@ class S7(Layer):
         complex_ = state.dtype                                                                          # (checked)
         out = (scratch("A_bar", b, N, dtype=complex_), scratch("gamma_bar", b, N, dtype=complex_))       # (b, N)
         work = scratch("discretize", b, N)                                                               # (b, N)
-        if self.discretization == "dirac":                         # γ̄ = 1 (τ-independent, given to discretize_event)
-            out[1].fill_(1.0)
-        elif self.discretization == "async":                       # γ̄ = Δ_t φ1(ΛΔ_t): zoh's γ̄ without τ
-            discretize_event(Lambda, dt, "zoh", None, out=out, scratch=work)
-        Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau, out[1], out=out,
+        Lambda_bar, gamma_bar = discretize_event(Lambda, dt, self.discretization, tau, out=out,
                                                  scratch=work)                                           # (b, N)
         # B_t u_t = B̂ (N, 2H) times u ⊗ I₂ (2H, 2) per row, u ⊗ I₂ written into a zeroed buffer
         u_pairs = scratch("u_pairs", b, H, 2, 2).zero_()                                                 # (b, H, 2, 2)
